@@ -1,0 +1,95 @@
+"""One typed settings object, read from FACESERVE_* environment variables.
+
+The defaults make the embedded, offline setup work with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from serve_app.errors import InvalidParameter
+
+ENV_PREFIX = "FACESERVE_"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "faceserve"
+
+
+def _default_model_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "faceserve" / "models"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an uploaded image may be. Checked before any pixel is decoded."""
+
+    max_bytes: int = 15 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 32
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Field `x_y` is read from `FACESERVE_X_Y`."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    model_dir: Path = field(default_factory=_default_model_dir)
+    model_pack: str = "dlib-r29"
+    max_image_bytes: int = ImageLimits.max_bytes
+    max_image_pixels: int = ImageLimits.max_pixels
+    min_image_side: int = ImageLimits.min_side
+    # Detection runs on a copy whose longer side is at most this; boxes map back to the original.
+    detect_max_side: int = 1280
+    # HOG finds faces down to ~80 px; images whose longer side is below this are upsampled once.
+    detect_upsample_below: int = 800
+    # Threads per onnxruntime session (intra-op). 0 lets onnxruntime decide.
+    embed_threads: int = 2
+    embed_batch_size: int = 32
+    # Average each face's embedding with its mirror image's (more accurate, ~2x embed cost).
+    embed_flip: bool = True
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from the environment; explicit keyword overrides win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    try:
+        if type_name == "Path":
+            return Path(raw).expanduser()
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}"
+        ) from None
+    return raw

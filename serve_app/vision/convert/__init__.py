@@ -1,0 +1,1 @@
+"""Converters that turn shipped model weights into ONNX files (run once, never per request)."""
