@@ -16,7 +16,9 @@ ENV_PREFIX = "FACESERVE_"
 
 
 def _default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "faceserve"
 
 
@@ -48,6 +50,9 @@ class Settings:
     detect_max_side: int = 1280
     # HOG finds faces down to ~80 px; images whose longer side is below this are upsampled once.
     detect_upsample_below: int = 800
+    # Faces below this detector confidence (0-100) are not reported. For dlib's HOG, 60 is an
+    # SVM margin of 0.135: it drops the upsampled pass's weakest false positives.
+    detect_min_confidence: float = 60.0
     # Threads per onnxruntime session (intra-op). 0 lets onnxruntime decide.
     embed_threads: int = 2
     embed_batch_size: int = 32

@@ -58,6 +58,8 @@ def load_calibration(pack_name: str) -> Calibration:
             .read_text()
         )
     except FileNotFoundError:
-        raise ModelNotAvailable(f"no similarity calibration committed for pack {pack_name!r}") from None
+        raise ModelNotAvailable(
+            f"no similarity calibration committed for pack {pack_name!r}"
+        ) from None
     data = json.loads(text)
     return Calibration(float(data["threshold"]), float(data["slope"]), str(data.get("source", "")))

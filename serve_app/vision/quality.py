@@ -26,9 +26,7 @@ def _inner(gray: np.ndarray) -> np.ndarray:
 def sharpness(chip: np.ndarray) -> float:
     """0-100: a saturating map of the Laplacian's variance over the face's centre."""
     g = _inner(_luma(chip))
-    lap = (
-        -4.0 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
-    )
+    lap = -4.0 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
     return float(100.0 * (1.0 - math.exp(-float(lap.var()) / _SHARPNESS_SCALE)))
 
 
@@ -37,13 +35,16 @@ def brightness(chip: np.ndarray) -> float:
     return float(_inner(_luma(chip)).mean() / 255.0 * 100.0)
 
 
-def pose_from_eyes_nose(eye_a: np.ndarray, eye_b: np.ndarray, nose: np.ndarray) -> Pose:
+def pose_from_eyes_nose(
+    eye_a: np.ndarray, eye_b: np.ndarray, nose: np.ndarray, frontal_nose_drop: float = 0.85
+) -> Pose:
     """Estimate yaw/pitch/roll (degrees) from the two eye centres and a nose point.
 
     Roll is the eye line's angle. After removing it, the nose's sideways offset from the eye
     midpoint, in inter-ocular distances, grows like tan(yaw) (depth ratio ~0.5), and its
-    drop below the eyes shrinks when the head tilts back (frontal drop ~0.85 for the nose
-    base). A geometric estimate good to ~10-15 degrees, enough to flag extreme poses.
+    drop below the eyes shrinks when the head tilts back (`frontal_nose_drop`: ~0.85 for the
+    nose base dlib marks, less for a nose tip). A geometric estimate good to ~10-15 degrees,
+    enough to flag extreme poses.
     """
     left, right = (eye_a, eye_b) if eye_a[0] <= eye_b[0] else (eye_b, eye_a)
     d = right - left
@@ -56,5 +57,5 @@ def pose_from_eyes_nose(eye_a: np.ndarray, eye_b: np.ndarray, nose: np.ndarray) 
     along = (rel[0] * c + rel[1] * s) / iod
     down = (-rel[0] * s + rel[1] * c) / iod
     yaw = math.degrees(math.atan(along / 0.5))
-    pitch = math.degrees(math.atan((0.85 - down) / 0.6))
+    pitch = math.degrees(math.atan((frontal_nose_drop - down) / 0.6))
     return Pose(yaw=yaw, pitch=pitch, roll=roll)

@@ -39,7 +39,11 @@ class Pose:
     roll: float
 
     def to_dict(self) -> dict[str, float]:
-        return {"yaw": round(self.yaw, 1), "pitch": round(self.pitch, 1), "roll": round(self.roll, 1)}
+        return {
+            "yaw": round(self.yaw, 1),
+            "pitch": round(self.pitch, 1),
+            "roll": round(self.roll, 1),
+        }
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ class DlibReader:
         start = self.pos
         value = self.read_str()
         if value not in allowed:
-            raise DlibFormatError(f"expected {' or '.join(allowed)} at byte {start}, found {value!r}")
+            raise DlibFormatError(
+                f"expected {' or '.join(allowed)} at byte {start}, found {value!r}"
+            )
         return value
 
     def read_float(self) -> float:

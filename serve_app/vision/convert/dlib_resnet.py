@@ -61,7 +61,9 @@ def _read_layer(reader: DlibReader) -> Layer:
             raise DlibFormatError(f"con_ filter shape {filt_shape} disagrees with its header")
         weights = params[:n_w].reshape(filt_shape)
         bias = params[n_w : n_w + int(np.prod(bias_shape))]
-        return Layer("conv", {"weights": weights, "bias": bias, "stride": stride, "padding": padding})
+        return Layer(
+            "conv", {"weights": weights, "bias": bias, "stride": stride, "padding": padding}
+        )
     if name == "affine_":
         params = reader.read_tensor().reshape(-1)
         gamma_shape = reader.read_alias_tensor()

@@ -67,7 +67,11 @@ class ModelPack(ABC):
     @classmethod
     def info(cls, model_dir: Path) -> PackInfo:
         return PackInfo(
-            cls.name, cls.version, cls.embedding_dim, cls.is_prepared(model_dir), cls.offline,
+            cls.name,
+            cls.version,
+            cls.embedding_dim,
+            cls.is_prepared(model_dir),
+            cls.offline,
             cls.license,
         )
 

@@ -159,12 +159,20 @@ class DlibR29Pack(ModelPack):
         return DetectedFace(box, points, confidence, quality, chip)
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        faces = [self._face(image, rect, score) for rect, score in self._hog(image)]
+        minimum = self.settings.detect_min_confidence
+        faces = [
+            self._face(image, rect, score)
+            for rect, score in self._hog(image)
+            if hog_confidence(score) >= minimum
+        ]
         return sorted(faces, key=lambda f: f.box.area, reverse=True)
 
     def locate(self, image: np.ndarray, box: BoundingBox) -> DetectedFace:
         rect = dlib.rectangle(
-            round(box.left), round(box.top), round(box.left + box.width), round(box.top + box.height)
+            round(box.left),
+            round(box.top),
+            round(box.left + box.width),
+            round(box.top + box.height),
         )
         return self._face(image, rect, None)
 

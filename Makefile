@@ -1,0 +1,39 @@
+# Every target installs what it needs into .venv first (Python 3.11, PyPI).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install models serve test lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Converts the shipped dlib weights to ONNX once (cached in FACESERVE_MODEL_DIR).
+models: install
+	$(BIN)/faceserve models prepare
+
+serve: models
+	$(BIN)/faceserve serve
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: models
+	$(BIN)/python bench/run.py --output BENCHMARKS.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,222 @@
+"""`make bench`: speed and accuracy of the default pack against dlib's own pipeline.
+
+Writes a Markdown report (BENCHMARKS.md) with the machine, the command, medians and
+ratios measured in this one run. Absolute times vary between machines; ratios travel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dlib
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from serve_app.config import Settings
+from serve_app.evaluation.lfw import evaluate, parse_pairs
+from serve_app.evaluation.pipelines import dlib_pipeline, pack_pipeline
+from serve_app.vision.image import decode_image
+from serve_app.vision.packs.dlib_r29 import RESNET_FILE, DlibR29Pack, shipped_model_path
+from serve_app.vision.packs.onnx_embedder import OnnxEmbedder
+
+REPO = Path(__file__).resolve().parent.parent
+FACES = REPO.parent / "shared" / "data" / "faces"
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000.0
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"onnxruntime {ort.__version__}, dlib {dlib.__version__}, {platform.system()} "
+        f"{platform.machine()}"
+    )
+
+
+def t1_photo() -> np.ndarray:
+    import importlib.util
+
+    spec = importlib.util.find_spec("insightface")
+    path = Path(spec.origin).parent / "data" / "images" / "t1.jpg"  # type: ignore[union-attr]
+    return decode_image(path.read_bytes()).pixels
+
+
+def resized(image: np.ndarray, longest: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = longest / max(h, w)
+    size = (round(w * scale), round(h * scale))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+
+
+def bench_detection(pack: DlibR29Pack, repeat: int) -> list[str]:
+    photo = t1_photo()
+    rows = ["| image | faces found | detect + landmarks + chips, median ms |", "|---|---:|---:|"]
+    for longest in (640, 1280):
+        image = resized(photo, longest)
+        faces = len(pack.detect(image))
+        ms = median_ms(lambda image=image: pack.detect(image), repeat)
+        rows.append(
+            f"| t1.jpg at {longest} px ({image.shape[1]}x{image.shape[0]}) | {faces} | {ms:.1f} |"
+        )
+    return rows
+
+
+def bench_embedding(pack: DlibR29Pack, model_dir: Path, repeat: int) -> list[str]:
+    chips = np.stack([f.chip for f in pack.detect(t1_photo())])
+    model = DlibR29Pack.onnx_path(model_dir)
+    plain = OnnxEmbedder(model, threads=2, flip=False)
+    mirrored = OnnxEmbedder(model, threads=2, flip=True)
+    resnet = dlib.face_recognition_model_v1(str(shipped_model_path(RESNET_FILE)))
+    rows = [
+        "| batch | ONNX ms/face | ONNX + mirror ms/face | dlib ms/face | dlib / ONNX |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for batch in (1, 8, 32):
+        x = np.ascontiguousarray(np.resize(chips, (batch, *chips.shape[1:])))
+        chip_list = list(x)
+        onnx_ms = median_ms(lambda x=x: plain.raw(x), repeat) / batch
+        flip_ms = median_ms(lambda x=x: mirrored.embed(x), repeat) / batch
+        dlib_repeat = max(3, repeat // 4)
+        dlib_ms = median_ms(lambda c=chip_list: resnet.compute_face_descriptor(c), dlib_repeat)
+        dlib_ms /= batch
+        ratio = dlib_ms / onnx_ms
+        rows.append(f"| {batch} | {onnx_ms:.2f} | {flip_ms:.2f} | {dlib_ms:.1f} | {ratio:.0f}x |")
+    return rows
+
+
+def bench_pipeline(pack: DlibR29Pack, repeat: int) -> list[str]:
+    photos = sorted((FACES / "people" / "face_recognition").glob("*/*.jp*g"))[:12]
+    if not photos:
+        return ["(skipped: ../shared/data/faces not found)"]
+    data = [p.read_bytes() for p in photos]
+
+    def run() -> None:
+        for blob in data:
+            pack.embed(pack.detect(decode_image(blob).pixels))
+
+    ms = median_ms(run, max(3, repeat // 4)) / len(data)
+    return [
+        "| photos | per image: decode + detect + align + embed (mirror), median ms |",
+        "|---|---:|",
+        f"| {len(data)} photos from people/face_recognition (240p-1080p) | {ms:.1f} |",
+    ]
+
+
+def bench_lfw(settings: Settings, pack: DlibR29Pack, limit: int | None) -> list[str]:
+    root = FACES / "lfw_view1"
+    if not root.is_dir():
+        return ["(skipped: ../shared/data/faces/lfw_view1 not found)"]
+    test = parse_pairs(root / "pairsDevTest.txt")
+    train = parse_pairs(root / "pairsDevTrain.txt")
+    if limit:
+        test = [
+            [p for p in f if p.same][:limit] + [p for p in f if not p.same][:limit] for f in test
+        ]
+        train = [
+            [p for p in f if p.same][:limit] + [p for p in f if not p.same][:limit] for f in train
+        ]
+    rows = [
+        "| pipeline | accuracy (DevTest) | ROC AUC | TAR @ FAR=1e-3 | no face detected "
+        "| median ms/image |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    results = []
+    for pipeline in (pack_pipeline(pack), dlib_pipeline()):
+        print(f"LFW: {pipeline.name}", file=sys.stderr, flush=True)
+        r = evaluate(pipeline, root / "images", test, train)
+        results.append(r)
+        rows.append(
+            f"| {r.pipeline} | {100 * r.accuracy:.2f}% | {r.roc_auc:.4f} | "
+            f"{100 * r.tar_at_far_1e3:.1f}% | {r.no_face_detected} / {r.images} | "
+            f"{r.median_ms_per_image:.1f} |"
+        )
+    ratio = results[1].median_ms_per_image / results[0].median_ms_per_image
+    rows.append("")
+    rows.append(
+        f"Threshold chosen on DevTrain ({sum(len(f) for f in train)} pairs), accuracy on DevTest "
+        f"({results[0].pairs} pairs). Per image, faceserve is {ratio:.1f}x faster than dlib's "
+        "pipeline (both include HOG detection, which dominates). No face detected: "
+        f"{results[0].no_face_policy}."
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--lfw-limit", type=int, help="at most N same + N different pairs")
+    parser.add_argument("--skip-lfw", action="store_true")
+    args = parser.parse_args()
+
+    settings = Settings.from_env(detect_max_side=4096)
+    DlibR29Pack.prepare(settings.model_dir)
+    pack = DlibR29Pack(settings)
+    command = "make bench  (" + " ".join(["python bench/run.py", *sys.argv[1:]]) + ")"
+    out = io.StringIO()
+    w = lambda line="": out.write(line + "\n")  # noqa: E731
+    w("# Benchmarks")
+    w()
+    w(f"- command: `{command}`")
+    w(f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    w(f"- machine: {machine()}")
+    w(f"- pack: {pack.model_version}, onnxruntime threads {settings.embed_threads}")
+    w()
+    sections = [
+        (
+            "Detection (dlib HOG, 5-point landmarks, aligned chips)",
+            bench_detection(pack, args.repeat),
+        ),
+        (
+            "Embedding per face: our ONNX conversion vs dlib itself",
+            bench_embedding(pack, settings.model_dir, args.repeat),
+        ),
+        ("Whole pipeline per image", bench_pipeline(pack, args.repeat)),
+    ]
+    if not args.skip_lfw:
+        sections.append(
+            (
+                "Accuracy: LFW View 1 against dlib's own pipeline",
+                bench_lfw(settings, pack, args.lfw_limit),
+            )
+        )
+    for title, rows in sections:
+        print(f"{title} …", file=sys.stderr, flush=True)
+        w(f"## {title}")
+        w()
+        for row in rows:
+            w(row)
+        w()
+    args.output.write_text(out.getvalue())
+    print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""`faceserve …`: the command line. A thin adapter over the service layer and model packs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from serve_app.config import Settings
+from serve_app.errors import FaceserveError, InvalidParameter
+from serve_app.vision.packs.base import ModelPack
+from serve_app.vision.packs.registry import PACKS, list_packs, pack_class
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _ready_pack(settings: Settings, name: str | None) -> ModelPack:
+    """Load a pack, preparing an offline one first if needed (a one-off, never per request)."""
+    cls = pack_class(name or settings.model_pack)
+    if not cls.is_prepared(settings.model_dir) and cls.offline:
+        print(f"preparing model pack {cls.name} in {settings.model_dir} (once)…", file=sys.stderr)
+        cls.prepare(settings.model_dir)
+    return cls(settings)
+
+
+def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.service.analysis import detect_faces
+
+    pack = _ready_pack(settings, args.pack)
+    result = detect_faces(pack, _read(args.image), settings.image_limits)
+    _print_json({"model_version": pack.model_version, **result.to_dict()})
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.service.analysis import compare_largest
+
+    pack = _ready_pack(settings, args.pack)
+    result = compare_largest(
+        pack, _read(args.image_a), _read(args.image_b), args.threshold, settings.image_limits
+    )
+    _print_json({"model_version": pack.model_version, **result.to_dict()})
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    if args.models_command == "list":
+        rows = [info.__dict__ for info in list_packs(settings)]
+        if args.json:
+            _print_json(rows)
+        else:
+            print(f"model directory: {settings.model_dir}")
+            print(f"{'pack':<12} {'version':<8} {'dim':>4}  {'prepared':<9} {'offline':<8} license")
+            for r in rows:
+                print(
+                    f"{r['name']:<12} {r['version']:<8} {r['embedding_dim']:>4}  "
+                    f"{'yes' if r['prepared'] else 'no':<9} {'yes' if r['offline'] else 'no':<8} "
+                    f"{r['license']}"
+                )
+        return 0
+    if args.models_command == "prepare":
+        names = args.names or [n for n, cls in PACKS.items() if cls.offline]
+        for name in names:
+            started = time.perf_counter()
+            target = pack_class(name).prepare(settings.model_dir)
+            print(f"{name}: ready in {target} ({time.perf_counter() - started:.1f} s)")
+        return 0
+    if args.models_command == "pull":
+        from serve_app.vision.packs.insightface_packs import pull_pack
+
+        cls = pack_class(args.name)
+        if cls.offline:
+            print(f"{args.name} ships with the Python packages; use `faceserve models prepare`.")
+            return 0
+        print(
+            f"{args.name}: InsightFace weights are licensed for non-commercial research only.",
+            file=sys.stderr,
+        )
+        target = pull_pack(args.name, settings.model_dir, progress=_download_progress)
+        print(f"\n{args.name}: ready in {target}")
+        return 0
+    raise InvalidParameter(f"unknown models command {args.models_command!r}")
+
+
+def _download_progress(done: int, total: int) -> None:
+    if total > 0:
+        print(f"\r  {done / 1e6:.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.evaluation.lfw import evaluate, parse_pairs
+    from serve_app.evaluation.pipelines import dlib_pipeline, pack_pipeline
+
+    test = _limit(parse_pairs(Path(args.pairs)), args.limit)
+    train = _limit(parse_pairs(Path(args.train_pairs)), args.limit) if args.train_pairs else None
+    root = Path(args.root)
+    if not root.is_dir():
+        raise InvalidParameter(f"LFW image root {root} is not a directory")
+    pipelines = [pack_pipeline(_ready_pack(settings, args.pack), settings.image_limits)]
+    if args.baseline == "dlib":
+        pipelines.append(dlib_pipeline())
+    results = []
+    for pipeline in pipelines:
+        print(f"evaluating {pipeline.name} …", file=sys.stderr, flush=True)
+        results.append(evaluate(pipeline, root, test, train, progress=not args.json))
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+        return 0
+    print(f"LFW pairs: {args.pairs}  ({results[0].protocol})")
+    header = f"{'pipeline':<44} {'accuracy':>9} {'ROC AUC':>8} {'TAR@FAR=1e-3':>13} "
+    print(header + f"{'no face':>8} {'ms/image':>9}")
+    for r in results:
+        acc = f"{100 * r.accuracy:.2f}%" + (
+            f"±{100 * r.accuracy_std:.2f}" if r.accuracy_std else ""
+        )
+        print(
+            f"{r.pipeline:<44} {acc:>9} {r.roc_auc:>8.4f} {100 * r.tar_at_far_1e3:>12.2f}% "
+            f"{r.no_face_detected:>8} {r.median_ms_per_image:>9.1f}"
+        )
+    print(f"images: {results[0].images}; when no face is detected: {results[0].no_face_policy}")
+    if len(results) == 2:
+        speedup = results[1].median_ms_per_image / results[0].median_ms_per_image
+        print(f"speed: {results[0].pipeline} is {speedup:.1f}x faster per image (median)")
+    return 0
+
+
+def _limit(folds: list, limit: int | None) -> list:
+    if not limit:
+        return folds
+    return [
+        [p for p in fold if p.same][:limit] + [p for p in fold if not p.same][:limit]
+        for fold in folds
+    ]
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    print(
+        "faceserve serve: the HTTP service (Ray Serve + embedded PostgreSQL) is not built yet.\n"
+        "It will start the service on http://127.0.0.1:8000. Until then use the CLI:\n"
+        "  faceserve detect IMAGE | faceserve compare A B | faceserve eval lfw …",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faceserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("detect", help="detect faces in an image and print them as JSON")
+    p.add_argument("image")
+    p.add_argument("--pack", help="model pack (default: FACESERVE_MODEL_PACK or dlib-r29)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("compare", help="similarity of the largest faces of two images")
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    p.add_argument("--threshold", type=float, default=80.0, help="match threshold, 0-100")
+    p.add_argument("--pack")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("models", help="list, prepare or download model packs")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    m = msub.add_parser("list", help="packs, versions and whether their files are ready")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("prepare", help="convert/verify packs once (default: the offline ones)")
+    m.add_argument("names", nargs="*")
+    m = msub.add_parser("pull", help="download an InsightFace pack (online only)")
+    m.add_argument("name", choices=sorted(n for n, c in PACKS.items() if not c.offline))
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("eval", help="accuracy on a benchmark")
+    esub = p.add_subparsers(dest="benchmark", required=True)
+    e = esub.add_parser("lfw", help="LFW verification protocol")
+    e.add_argument("--root", required=True, help="folder of <Name>/<Name>_NNNN.jpg images")
+    e.add_argument("--pairs", required=True, help="pairs file to report on")
+    e.add_argument("--train-pairs", help="pairs file to choose the threshold on (one-fold files)")
+    e.add_argument("--baseline", choices=["dlib"], help="also run dlib's own pipeline")
+    e.add_argument("--pack")
+    e.add_argument("--limit", type=int, help="at most N same and N different pairs per fold")
+    e.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="start the HTTP service")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings))
+    except FaceserveError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Accuracy evaluation on public benchmarks (LFW)."""

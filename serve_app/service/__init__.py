@@ -1,0 +1,1 @@
+"""Business operations over the face pipeline: plain Python, no Ray, no HTTP."""

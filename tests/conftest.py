@@ -1,0 +1,69 @@
+"""Shared fixtures: a prepared model directory, the default pack, and the test photos."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.config import Settings
+from serve_app.vision.packs.dlib_r29 import DlibR29Pack
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FACES = REPO.parent / "shared" / "data" / "faces"
+
+
+def insightface_image(name: str) -> Path:
+    """A sample photo that ships inside the insightface wheel."""
+    spec = importlib.util.find_spec("insightface")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "data" / "images" / name
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """../shared/data/faces, or a skip saying why when this checkout has no shared/ beside it."""
+    if not SHARED_FACES.is_dir():
+        pytest.skip(f"evaluation photos not found at {SHARED_FACES}")
+    return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("models")
+    DlibR29Pack.prepare(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def settings(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(model_dir=model_dir, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def pack(settings: Settings) -> DlibR29Pack:
+    return DlibR29Pack(settings)
+
+
+@pytest.fixture(scope="session")
+def t1_bytes() -> bytes:
+    """insightface's group photo: six faces."""
+    return insightface_image("t1.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def astronaut_bytes() -> bytes:
+    """scikit-image's `astronaut` (Eileen Collins): one face."""
+    from skimage import data
+
+    return png_bytes(data.astronaut())
