@@ -89,7 +89,9 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             f"{args.name}: InsightFace weights are licensed for non-commercial research only.",
             file=sys.stderr,
         )
-        target = pull_pack(args.name, settings.model_dir, progress=_download_progress)
+        target = pull_pack(
+            args.name, settings.model_dir, _download_progress, settings.insightface_url
+        )
         print(f"\n{args.name}: ready in {target}")
         return 0
     raise InvalidParameter(f"unknown models command {args.models_command!r}")

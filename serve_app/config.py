@@ -58,6 +58,8 @@ class Settings:
     embed_batch_size: int = 32
     # Average each face's embedding with its mirror image's (more accurate, ~2x embed cost).
     embed_flip: bool = True
+    # `{name}` URL template `faceserve models pull` downloads from (a mirror); empty: upstream.
+    insightface_url: str = ""
 
     @property
     def image_limits(self) -> ImageLimits:

@@ -86,3 +86,11 @@ def test_console_script_is_installed() -> None:
     assert script.exists(), "run `make install` (pip install -e .) first"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "detect" in result.stdout
+
+
+def test_models_pull_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("FACESERVE_INSIGHTFACE_URL", "http://127.0.0.1:9/{name}.zip")
+    assert cli.main(["models", "pull", "buffalo_l"]) == 2
+    err = capsys.readouterr().err
+    assert "non-commercial research only" in err
+    assert "error: downloading model pack buffalo_l" in err and "127.0.0.1:9" in err

@@ -28,7 +28,6 @@ from serve_app.config import Settings
 from serve_app.errors import InvalidParameter, ModelNotAvailable
 from serve_app.vision.packs.insightface_packs import (
     INSIGHTFACE_PACKS,
-    URL_ENV,
     AntelopeV2Pack,
     BuffaloLPack,
     BuffaloSPack,
@@ -287,13 +286,15 @@ def release_server(tmp_path_factory, onnx_files):
 
 
 def test_pull_installs_the_onnx_files_flat_and_atomically(tmp_path, monkeypatch, release_server):
-    monkeypatch.setenv(URL_ENV, release_server)
     stale = tmp_path / "antelopev2" / "old.onnx"
     stale.parent.mkdir()
     stale.write_bytes(b"from an earlier pull")
     calls: list[tuple[int, int]] = []
     target = pull_pack(
-        "antelopev2", tmp_path, progress=lambda done, total: calls.append((done, total))
+        "antelopev2",
+        tmp_path,
+        progress=lambda done, total: calls.append((done, total)),
+        url_template=release_server,
     )
     assert target == tmp_path / "antelopev2"
     assert sorted(p.name for p in target.iterdir()) == [
@@ -308,20 +309,19 @@ def test_pull_installs_the_onnx_files_flat_and_atomically(tmp_path, monkeypatch,
 
 
 def test_pull_rejects_what_is_not_a_pack_archive(tmp_path, monkeypatch, release_server):
-    monkeypatch.setenv(URL_ENV, release_server)
     with pytest.raises(ModelNotAvailable, match="did not return a zip"):
-        pull_pack("buffalo_s", tmp_path)
+        pull_pack("buffalo_s", tmp_path, url_template=release_server)
     with pytest.raises(ModelNotAvailable, match="HTTP 404"):
-        pull_pack("buffalo_l", tmp_path)
+        pull_pack("buffalo_l", tmp_path, url_template=release_server)
     with pytest.raises(InvalidParameter):
-        pull_pack("dlib-r29", tmp_path)
+        pull_pack("dlib-r29", tmp_path, url_template=release_server)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_pull_offline_says_what_failed_and_where_to_put_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:9/{name}.zip")  # the discard port: refused
+    refused = "http://127.0.0.1:9/{name}.zip"  # the discard port: refused at once
     with pytest.raises(ModelNotAvailable) as failure:
-        pull_pack("buffalo_l", tmp_path / "models")
+        pull_pack("buffalo_l", tmp_path / "models", url_template=refused)
     message = failure.value.message
     assert "downloading model pack buffalo_l" in message and "failed" in message
     assert "http://127.0.0.1:9/buffalo_l.zip" in message

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import os
 import shutil
 import tempfile
 import urllib.error
@@ -39,8 +38,6 @@ RECOGNITION = "recognition"
 DET_SIZE = (640, 640)
 DET_THRESHOLD = 0.5
 CHIP_SIZE = 112
-# A format string with {name}; points `pull_pack` at a mirror (or, in tests, a local server).
-URL_ENV = "FACESERVE_INSIGHTFACE_URL"
 # The release insightface itself downloads its packs from (BASE_REPO_URL in every version).
 DEFAULT_URL = storage.BASE_REPO_URL.rstrip("/") + "/{name}.zip"
 _CHUNK = 1 << 20
@@ -228,17 +225,21 @@ class AntelopeV2Pack(InsightFacePack):
 INSIGHTFACE_PACKS: tuple[type[InsightFacePack], ...] = (BuffaloLPack, BuffaloSPack, AntelopeV2Pack)
 
 
-def download_url(name: str) -> str:
-    """Where `pull_pack` fetches NAME.zip: $FACESERVE_INSIGHTFACE_URL or insightface's release."""
-    return (os.environ.get(URL_ENV) or DEFAULT_URL).format(name=name)
+def download_url(name: str, url_template: str = "") -> str:
+    """Where `pull_pack` fetches NAME.zip: `url_template` ({name}) or insightface's release."""
+    return (url_template or DEFAULT_URL).format(name=name)
 
 
 def pull_pack(
-    name: str, model_dir: Path, progress: Callable[[int, int], None] | None = None
+    name: str,
+    model_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+    url_template: str = "",
 ) -> Path:
     """Download NAME.zip and install its .onnx files in `<model_dir>/<name>/`, atomically.
 
-    `progress(done, total)` gets byte counts (`total` is 0 when the server does not say).
+    `url_template` (settings.insightface_url) points at a mirror; `progress(done, total)` gets
+    byte counts (`total` is 0 when the server does not say).
     Raises ModelNotAvailable, saying where to put the files by hand, when the download fails.
     """
     packs = {cls.name: cls for cls in INSIGHTFACE_PACKS}
@@ -246,7 +247,7 @@ def pull_pack(
         raise InvalidParameter(f"{name!r} is not an InsightFace pack; known: {', '.join(packs)}")
     pack = packs[name]
     target = pack.pack_dir(model_dir)
-    url = download_url(name)
+    url = download_url(name, url_template)
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=model_dir) as tmp:
         archive = Path(tmp) / f"{name}.zip"
