@@ -149,13 +149,12 @@ def _limit(folds: list, limit: int | None) -> list:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    print(
-        "faceserve serve: the HTTP service (Ray Serve + embedded PostgreSQL) is not built yet.\n"
-        "It will start the service on http://127.0.0.1:8000. Until then use the CLI:\n"
-        "  faceserve detect IMAGE | faceserve compare A B | faceserve eval lfw …",
-        file=sys.stderr,
-    )
-    return 2
+    from serve_app.app import SERVE_CONFIG
+    from serve_app.server import run_server
+
+    if args.port:
+        settings = Settings.from_env(port=args.port)
+    return run_server(settings, Path(args.config) if args.config else SERVE_CONFIG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("serve", help="start the HTTP service")
+    p = sub.add_parser("serve", help="start the HTTP service (Ray Serve + PostgreSQL)")
+    p.add_argument("--port", type=int, help="HTTP port (default: FACESERVE_PORT or 8000)")
+    p.add_argument("--config", help="Serve config file (default: serve_config.yaml)")
     p.set_defaults(func=cmd_serve)
     return parser
 

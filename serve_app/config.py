@@ -43,6 +43,10 @@ class Settings:
     data_dir: Path = field(default_factory=_default_data_dir)
     model_dir: Path = field(default_factory=_default_model_dir)
     model_pack: str = "dlib-r29"
+    # PostgreSQL URL; empty: start an embedded PostgreSQL in data_dir.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
     max_image_bytes: int = ImageLimits.max_bytes
     max_image_pixels: int = ImageLimits.max_pixels
     min_image_side: int = ImageLimits.min_side
@@ -75,7 +79,11 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, f.type, raw)
-        values.update(overrides)
+        types = {f.name: f.type for f in fields(cls)}
+        for name, value in overrides.items():
+            if name not in types:
+                raise InvalidParameter(f"unknown setting {name!r}")
+            values[name] = _parse(name, types[name], value) if isinstance(value, str) else value
         return cls(**values)
 
 

@@ -50,7 +50,9 @@ class Comparison:
 
 
 def validate_threshold(threshold: float) -> float:
-    if not 0.0 <= threshold <= 100.0:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise InvalidParameter(f"threshold must be a number between 0 and 100, got {threshold!r}")
+    if not 0.0 <= threshold <= 100.0:  # also rejects NaN
         raise InvalidParameter(f"threshold must be between 0 and 100, got {threshold}")
     return float(threshold)
 

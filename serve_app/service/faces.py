@@ -1,0 +1,288 @@
+"""Collections of indexed faces: create, index, list, delete, search, compare.
+
+Plain async Python over two ports (see `ports.py`): a `Pipeline` per model pack for
+detection and embedding, and the storage. No Ray, no HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serve_app.errors import InvalidParameter, ModelNotAvailable, NotFound
+from serve_app.service.analysis import (
+    DEFAULT_MATCH_THRESHOLD,
+    ImageFaces,
+    validate_threshold,
+)
+from serve_app.service.ports import Pipeline
+from serve_app.service.quality_filter import QualityFilter, Reason, select_faces
+from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
+from serve_app.vision.packs.registry import pack_class
+from serve_app.vision.types import DetectedFace
+
+MAX_INDEX_FACES = 100
+MAX_SEARCH_RESULTS = 4096
+DEFAULT_SEARCH_RESULTS = 10
+MAX_EXTERNAL_ID = 255
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    face: DetectedFace
+    reasons: list[Reason]
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    collection: CollectionRecord
+    image_width: int
+    image_height: int
+    indexed: list[FaceRecord]
+    unindexed: list[UnindexedFace]
+
+
+@dataclass(frozen=True)
+class FaceMatch:
+    similarity: float
+    face: FaceRecord
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    collection: CollectionRecord
+    searched_face: DetectedFace | FaceRecord
+    matches: list[FaceMatch]
+
+
+@dataclass(frozen=True)
+class CompareMatch:
+    similarity: float
+    face: DetectedFace
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    model_version: str
+    source_face: DetectedFace
+    matches: list[CompareMatch] = field(default_factory=list)
+    unmatched: list[DetectedFace] = field(default_factory=list)
+
+
+def _int_param(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"{name} must be an integer between {low} and {high}")
+    if not low <= value <= high:
+        raise InvalidParameter(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _external_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EXTERNAL_ID:
+        raise InvalidParameter(f"external_image_id must be 1 to {MAX_EXTERNAL_ID} characters")
+    return value
+
+
+class FaceService:
+    """The business operations. `pipelines` maps pack name -> Pipeline (the loaded packs)."""
+
+    def __init__(self, storage: Any, pipelines: dict[str, Pipeline], default_pack: str) -> None:
+        if default_pack not in pipelines:
+            raise ValueError(f"default pack {default_pack} has no pipeline")
+        self.storage = storage
+        self.pipelines = pipelines
+        self.default_pack = default_pack
+
+    @property
+    def default_pipeline(self) -> Pipeline:
+        return self.pipelines[self.default_pack]
+
+    def _pipeline_for(self, collection: CollectionRecord) -> Pipeline:
+        for pipeline in self.pipelines.values():
+            if pipeline.model_version == collection.model_version:
+                return pipeline
+        loaded = ", ".join(p.model_version for p in self.pipelines.values())
+        raise ModelNotAvailable(
+            f"collection {collection.name!r} uses model {collection.model_version}, "
+            f"which this service does not run (it runs {loaded})"
+        )
+
+    # Collections -------------------------------------------------------------------------
+
+    async def create_collection(
+        self, name: str, model_pack: str | None = None, metadata: dict | None = None
+    ) -> CollectionRecord:
+        pack = model_pack or self.default_pack
+        cls = pack_class(pack)  # unknown names are a 400 listing the known packs
+        if pack not in self.pipelines:
+            raise ModelNotAvailable(
+                f"model pack {pack} is not loaded by this service "
+                f"(loaded: {', '.join(sorted(self.pipelines))})"
+            )
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidParameter("metadata must be a JSON object")
+        return await self.storage.create_collection(
+            name, self.pipelines[pack].model_version, cls.embedding_dim, "pgvector", metadata or {}
+        )
+
+    async def list_collections(self) -> list[CollectionRecord]:
+        return await self.storage.list_collections()
+
+    async def describe_collection(self, name: str) -> CollectionRecord:
+        return await self.storage.get_collection(name)
+
+    async def delete_collection(self, name: str) -> None:
+        await self.storage.delete_collection(name)
+
+    # Faces -------------------------------------------------------------------------------
+
+    async def index_faces(
+        self,
+        collection_name: str,
+        image: bytes,
+        external_image_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: str | None = None,
+        metadata: dict | None = None,
+    ) -> IndexResult:
+        """Detect, filter, embed and store the faces of one image (one transaction)."""
+        external_image_id = _external_id(external_image_id)
+        if max_faces is not None:
+            max_faces = _int_param("max_faces", max_faces, 1, MAX_INDEX_FACES)
+        level = QualityFilter.parse(quality_filter)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidParameter("metadata must be a JSON object")
+        collection = await self.storage.get_collection(collection_name)
+        pipeline = self._pipeline_for(collection)
+        found: ImageFaces = await pipeline.detect(image)
+        keep, rejected = select_faces(found.faces, max_faces or MAX_INDEX_FACES, level)
+        records: list[FaceRecord] = []
+        if keep:
+            chosen = [found.faces[i] for i in keep]
+            vectors = await pipeline.embed(np.stack([f.chip for f in chosen]))
+            new_faces = [
+                NewFace(
+                    bounding_box=f.box.to_dict(),
+                    landmarks=[[float(x), float(y)] for x, y in f.landmarks],
+                    confidence=float(f.confidence),
+                    quality=f.quality.to_dict(),
+                    embedding=vectors[n],
+                    metadata=metadata or {},
+                )
+                for n, f in enumerate(chosen)
+            ]
+            records = await self.storage.add_faces(
+                collection_name, NewImage(external_image_id, found.width, found.height), new_faces
+            )
+        unindexed = [UnindexedFace(found.faces[i], reasons) for i, reasons in rejected.items()]
+        return IndexResult(collection, found.width, found.height, records, unindexed)
+
+    async def list_faces(
+        self, collection_name: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[FaceRecord], str | None]:
+        limit = _int_param("limit", limit, 1, 4096)
+        return await self.storage.list_faces(collection_name, limit, cursor)
+
+    async def delete_faces(self, collection_name: str, face_ids: list[str]) -> list[str]:
+        if not face_ids:
+            raise InvalidParameter("face_ids must name at least one face")
+        return await self.storage.delete_faces(collection_name, list(face_ids))
+
+    # Search ------------------------------------------------------------------------------
+
+    def _search_params(self, threshold: float | None, max_results: int | None) -> tuple[float, int]:
+        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+        k = DEFAULT_SEARCH_RESULTS if max_results is None else max_results
+        return threshold, _int_param("max_results", k, 1, MAX_SEARCH_RESULTS)
+
+    async def _matches(
+        self,
+        collection: CollectionRecord,
+        pipeline: Pipeline,
+        vector: np.ndarray,
+        threshold: float,
+        k: int,
+        exclude: str | None = None,
+    ) -> list[FaceMatch]:
+        min_cosine = pipeline.calibration.cosine_at(threshold)
+        hits = await self.storage.search(
+            collection.name, vector, k + (1 if exclude else 0), min_cosine
+        )
+        matches = [
+            FaceMatch(float(pipeline.calibration.similarity(cosine)), face)
+            for face, cosine in hits
+            if face.face_id != exclude
+        ]
+        return [m for m in matches if m.similarity >= threshold][:k]
+
+    async def search_by_image(
+        self,
+        collection_name: str,
+        image: bytes,
+        threshold: float | None = None,
+        max_results: int | None = None,
+    ) -> SearchResult:
+        """The image's largest face against the collection, best match first."""
+        threshold, k = self._search_params(threshold, max_results)
+        collection = await self.storage.get_collection(collection_name)
+        pipeline = self._pipeline_for(collection)
+        found = await pipeline.detect(image)
+        if not found.faces:
+            raise InvalidParameter("no face detected in the image")
+        face = found.faces[0]
+        vector = (await pipeline.embed(face.chip[None]))[0]
+        matches = await self._matches(collection, pipeline, vector, threshold, k)
+        return SearchResult(collection, face, matches)
+
+    async def search_by_face_id(
+        self,
+        collection_name: str,
+        face_id: str,
+        threshold: float | None = None,
+        max_results: int | None = None,
+    ) -> SearchResult:
+        """An indexed face against the rest of its collection (itself excluded)."""
+        threshold, k = self._search_params(threshold, max_results)
+        collection = await self.storage.get_collection(collection_name)
+        pipeline = self._pipeline_for(collection)
+        faces = await self.storage.get_faces(collection_name, [face_id])
+        if not faces:
+            raise NotFound(f"face {face_id} not found in collection {collection_name!r}")
+        face = faces[0]
+        vector = await self.storage.get_embedding(collection_name, face_id)
+        matches = await self._matches(collection, pipeline, vector, threshold, k, exclude=face_id)
+        return SearchResult(collection, face, matches)
+
+    # Stateless ---------------------------------------------------------------------------
+
+    async def detect(self, image: bytes) -> ImageFaces:
+        return await self.default_pipeline.detect(image)
+
+    async def compare(
+        self, source: bytes, target: bytes, threshold: float | None = None
+    ) -> CompareResult:
+        """The source's largest face against every face in the target."""
+        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+        pipeline = self.default_pipeline
+        source_faces = (await pipeline.detect(source)).faces
+        if not source_faces:
+            raise InvalidParameter("no face detected in the source image")
+        target_faces = (await pipeline.detect(target)).faces
+        result = CompareResult(pipeline.model_version, source_faces[0])
+        if not target_faces:
+            return result
+        chips = np.stack([source_faces[0].chip] + [f.chip for f in target_faces])
+        vectors = await pipeline.embed(chips)
+        cosines = vectors[1:] @ vectors[0]
+        for face, cosine in zip(target_faces, cosines, strict=True):
+            similarity = float(pipeline.calibration.similarity(float(cosine)))
+            if similarity >= threshold:
+                result.matches.append(CompareMatch(similarity, face))
+            else:
+                result.unmatched.append(face)
+        result.matches.sort(key=lambda m: m.similarity, reverse=True)
+        return result

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions for the control schema `faceserve` (see database.migrate)."""
