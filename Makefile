@@ -33,7 +33,7 @@ format: install
 	$(BIN)/ruff format .
 
 bench: models
-	$(BIN)/python bench/run.py --output BENCHMARKS.md
+	$(BIN)/python -m bench.run --output BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -168,18 +168,42 @@ def bench_lfw(settings: Settings, pack: DlibR29Pack, limit: int | None) -> list[
     return rows
 
 
+def bench_serving(model_dir: Path) -> list[str]:
+    from bench.http import bench_http
+
+    people = FACES / "people"
+    photos = [p.read_bytes() for p in sorted(people.glob("face_recognition/*/*"))]
+    photos += [p.read_bytes() for p in sorted(people.glob("deepface/*/*"))[:20]]
+    if not photos:
+        return ["(skipped: ../shared/data/faces not found)"]
+    query = (people / "face_recognition" / "obama" / "obama2.jpg").read_bytes()
+    header = [
+        f"{len(photos)} photos from people/ (240p-1080p, 1-2 faces each) indexed into one "
+        "collection, then searched with another photo; serve_config.yaml as committed, "
+        "clients on the same 2 cores.",
+        "",
+    ]
+    return header + bench_http(photos, query, model_dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--lfw-limit", type=int, help="at most N same + N different pairs")
     parser.add_argument("--skip-lfw", action="store_true")
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--vector-sizes",
+        default="10000,100000,1000000",
+        help="comma-separated collection sizes for the vector search benchmark ('' to skip)",
+    )
     args = parser.parse_args()
 
     settings = Settings.from_env(detect_max_side=4096)
     DlibR29Pack.prepare(settings.model_dir)
     pack = DlibR29Pack(settings)
-    command = "make bench  (" + " ".join(["python bench/run.py", *sys.argv[1:]]) + ")"
+    command = "make bench  (" + " ".join(["python -m bench.run", *sys.argv[1:]]) + ")"
     out = io.StringIO()
     w = lambda line="": out.write(line + "\n")  # noqa: E731
     w("# Benchmarks")
@@ -207,6 +231,13 @@ def main() -> None:
                 bench_lfw(settings, pack, args.lfw_limit),
             )
         )
+    if not args.skip_http:
+        sections.append(("Serving over HTTP (Ray Serve graph)", bench_serving(settings.model_dir)))
+    if args.vector_sizes:
+        from bench.vectors import bench_vectors
+
+        sizes = [int(x) for x in args.vector_sizes.split(",")]
+        sections.append(("Vector search at scale (pgvector)", bench_vectors(sizes)))
     for title, rows in sections:
         print(f"{title} …", file=sys.stderr, flush=True)
         w(f"## {title}")

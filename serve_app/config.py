@@ -62,6 +62,9 @@ class Settings:
     embed_batch_size: int = 32
     # Average each face's embedding with its mirror image's (more accurate, ~2x embed cost).
     embed_flip: bool = True
+    # Keep uploaded photos of indexed faces in the database. Off by default: photos of faces
+    # are biometric data, and search needs only the embeddings.
+    store_images: bool = False
     # `{name}` URL template `faceserve models pull` downloads from (a mirror); empty: upstream.
     insightface_url: str = ""
 

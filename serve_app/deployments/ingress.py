@@ -28,7 +28,9 @@ class Ingress:
             detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
         )
         self.storage = RemoteStorage(search)
-        self.service = FaceService(self.storage, {pack_name: pipeline}, pack_name)
+        self.service = FaceService(
+            self.storage, {pack_name: pipeline}, pack_name, store_images=settings.store_images
+        )
         self.settings = settings
 
     async def readiness(self) -> dict[str, bool]:

@@ -90,12 +90,19 @@ def _external_id(value: str | None) -> str | None:
 class FaceService:
     """The business operations. `pipelines` maps pack name -> Pipeline (the loaded packs)."""
 
-    def __init__(self, storage: Any, pipelines: dict[str, Pipeline], default_pack: str) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        pipelines: dict[str, Pipeline],
+        default_pack: str,
+        store_images: bool = False,
+    ) -> None:
         if default_pack not in pipelines:
             raise ValueError(f"default pack {default_pack} has no pipeline")
         self.storage = storage
         self.pipelines = pipelines
         self.default_pack = default_pack
+        self.store_images = store_images
 
     @property
     def default_pipeline(self) -> Pipeline:
@@ -175,8 +182,11 @@ class FaceService:
                 )
                 for n, f in enumerate(chosen)
             ]
+            photo = image if self.store_images else None
             records = await self.storage.add_faces(
-                collection_name, NewImage(external_image_id, found.width, found.height), new_faces
+                collection_name,
+                NewImage(external_image_id, found.width, found.height, photo),
+                new_faces,
             )
         unindexed = [UnindexedFace(found.faces[i], reasons) for i, reasons in rejected.items()]
         return IndexResult(collection, found.width, found.height, records, unindexed)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -65,7 +66,8 @@ _DDL_V1 = (
         external_image_id text,
         width integer NOT NULL,
         height integer NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now()
+        created_at timestamptz NOT NULL DEFAULT now(),
+        data bytea
     )""",
     """CREATE TABLE {s}.persons (
         id uuid PRIMARY KEY,
@@ -132,6 +134,8 @@ def tables_for(schema_name: str) -> CollectionTables:
         Column("width", Integer, nullable=False),
         Column("height", Integer, nullable=False),
         Column("created_at", DateTime(timezone=True)),
+        # The uploaded photo, only with FACESERVE_STORE_IMAGES (biometric data: store the least).
+        Column("data", LargeBinary),
     )
     persons = Table(
         "persons",

@@ -31,6 +31,7 @@ class NewImage:
     external_image_id: str | None
     width: int
     height: int
+    data: bytes | None = None  # the photo itself: stored only when the service is asked to
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,7 @@ class Store:
                     external_image_id=external_image_id,
                     width=width,
                     height=height,
+                    data=image.data,
                 )
             )
             conn.execute(t.faces.insert(), face_rows)
