@@ -7,6 +7,7 @@ Used when no FACESERVE_DATABASE_URL is configured, so `serve run serve_config.ya
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import ray
@@ -23,6 +24,9 @@ class EmbeddedDatabase:
 
         self._server = EmbeddedPostgres(Path(data_dir))
         self._url = self._server.start()
+        # A detached actor dies without cleanup when its cluster stops (`serve run`, Ctrl-C):
+        # a watchdog then stops the server so it does not hold the data directory.
+        self._server.stop_when_process_exits(os.getpid())
 
     def url(self) -> str:
         return self._url

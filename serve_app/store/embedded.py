@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -113,6 +114,33 @@ class EmbeddedPostgres:
         if self._server_pid() is None:
             return
         self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"])
+
+    def is_running(self) -> bool:
+        """Whether a server (ours or another process's) runs on this data dir."""
+        return self._server_pid() is not None
+
+    def stop_running(self) -> bool:
+        """Stop whatever server runs on this data dir, even one another process started
+        (the owner died without stopping it). True if one was running."""
+        if self._server_pid() is None:
+            return False
+        self._port = None
+        self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"])
+        return True
+
+    def stop_when_process_exits(self, owner_pid: int) -> None:
+        """Start a detached watchdog that stops this server once `owner_pid` is gone.
+
+        For an owner that may be killed without a chance to clean up (a Ray actor when its
+        cluster stops): the server would otherwise outlive it and hold the data directory.
+        """
+        subprocess.Popen(
+            [sys.executable, "-m", "serve_app.store.watchdog", str(owner_pid), str(self.data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the owner's process group, so not killed with it
+        )
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()

@@ -141,3 +141,35 @@ def test_server_listens_on_loopback_tcp_only(postgres: EmbeddedPostgres) -> None
         if c.status == psutil.CONN_LISTEN and c.pid == owner.pid
     }
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+def test_watchdog_stops_the_server_when_its_owner_dies(server_dirs: Path) -> None:
+    """An owner killed without cleanup (a Ray actor at cluster stop) leaves no server behind."""
+    import subprocess
+    import sys
+    import time
+
+    data_dir = server_dirs / "orphan"
+    owner = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from pathlib import Path; "
+            "from serve_app.store import EmbeddedPostgres; "
+            "s = EmbeddedPostgres(Path(sys.argv[1])); s.start(); "
+            "s.stop_when_process_exits(os.getpid()); os._exit(0)",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert owner.returncode == 0, owner.stderr
+    server = EmbeddedPostgres(data_dir)
+    deadline = time.monotonic() + 30
+    while server.is_running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not server.is_running()
+    server.start()  # the data directory is free again
+    server.stop()
