@@ -130,3 +130,19 @@ def test_prepare_is_idempotent_and_detects_a_stale_conversion(tmp_path: Path) ->
     assert onnx_file.stat().st_mtime_ns == stamp  # not converted again
     (target / "manifest.json").write_text('{"source_sha256": "something else"}')
     assert not DlibR29Pack.is_prepared(tmp_path)
+
+
+def test_concurrent_detection_from_many_threads_is_safe(pack: DlibR29Pack, t1_bytes: bytes) -> None:
+    """A replica detects for several requests at once (one thread each); dlib's detector is
+    not thread-safe, and sharing it unguarded crashed the process with SIGSEGV."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    # Images of different sizes: the crash came from dlib resizing shared scratch buffers.
+    t1 = decode_image(t1_bytes).pixels
+    sizes = [(1280, 886), (1100, 761), (960, 664), (1500, 1038)]
+    images = [np.asarray(Image.fromarray(t1).resize(size)) for size in sizes]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(lambda i: len(pack.detect(images[i % 4])), range(48)))
+    assert all(count >= 5 for count in counts)

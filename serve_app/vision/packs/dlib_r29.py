@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import threading
 from pathlib import Path
 
 import dlib
@@ -117,6 +118,9 @@ class DlibR29Pack(ModelPack):
         embedding_model: bytes | None = None,
     ) -> None:
         super().__init__(settings, calibration, embedding_model)
+        # dlib's detector and shape predictor keep scratch state: concurrent calls from
+        # several threads (a replica serving requests in parallel) crash with SIGSEGV.
+        self._dlib_lock = threading.Lock()
         self._detector = dlib.get_frontal_face_detector()
         self._shapes = dlib.shape_predictor(str(shipped_model_path(SHAPE_FILE)))
         self._model: bytes | Path = (
@@ -165,11 +169,12 @@ class DlibR29Pack(ModelPack):
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
         minimum = self.settings.detect_min_confidence
-        faces = [
-            self._face(image, rect, score)
-            for rect, score in self._hog(image)
-            if hog_confidence(score) >= minimum
-        ]
+        with self._dlib_lock:
+            faces = [
+                self._face(image, rect, score)
+                for rect, score in self._hog(image)
+                if hog_confidence(score) >= minimum
+            ]
         return sorted(faces, key=lambda f: f.box.area, reverse=True)
 
     def locate(self, image: np.ndarray, box: BoundingBox) -> DetectedFace:
@@ -179,7 +184,8 @@ class DlibR29Pack(ModelPack):
             round(box.left + box.width),
             round(box.top + box.height),
         )
-        return self._face(image, rect, None)
+        with self._dlib_lock:
+            return self._face(image, rect, None)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         if self._embedder is None:

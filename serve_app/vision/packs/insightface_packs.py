@@ -11,6 +11,7 @@ import functools
 import http.client
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -139,6 +140,7 @@ class InsightFacePack(ModelPack):
     ) -> None:
         # model_zoo loads from paths, so replicas read the files; embedding_model is unused.
         super().__init__(settings, calibration, embedding_model)
+        self._detect_lock = threading.Lock()
         files = find_model_files(self.prepare(settings.model_dir))
         providers = _providers()
         options = _session_options(settings.embed_threads)
@@ -173,7 +175,8 @@ class InsightFacePack(ModelPack):
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         to_original = np.array([width / small.shape[1], height / small.shape[0]], dtype=np.float32)
-        dets, kpss = self._detector.detect(small)
+        with self._detect_lock:  # SCRFD keeps mutable caches; one detection at a time
+            dets, kpss = self._detector.detect(small)
         faces = [
             self._face(bgr, det[:4].reshape(2, 2) * to_original, kps * to_original, float(det[4]))
             for det, kps in zip(dets, kpss, strict=True)
