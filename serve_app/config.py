@@ -36,6 +36,37 @@ class ImageLimits:
     min_side: int = 32
 
 
+AWS_AUTH_MODES = ("sigv4", "disabled")
+
+
+@dataclass(frozen=True)
+class RekognitionConfig:
+    """What the Rekognition-compatible API needs: secrets by access key id, auth mode, S3."""
+
+    keys: dict[str, str] = field(default_factory=dict, repr=False)
+    auth: str = "sigv4"
+    s3_endpoint_url: str = ""
+    region: str = "us-east-1"
+
+
+def parse_aws_keys(text: str, source: str) -> dict[str, str]:
+    """`KEY_ID:SECRET` entries separated by commas or newlines (# starts a comment line)."""
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        for entry in line.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            key_id, sep, secret = entry.partition(":")
+            if not sep or not key_id.strip() or not secret.strip():
+                # Never echo the entry: it may hold a secret.
+                raise InvalidParameter(f"{source}: every entry must be KEY_ID:SECRET")
+            keys[key_id.strip()] = secret.strip()
+    return keys
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service. Field `x_y` is read from `FACESERVE_X_Y`."""
@@ -67,10 +98,37 @@ class Settings:
     store_images: bool = False
     # `{name}` URL template `faceserve models pull` downloads from (a mirror); empty: upstream.
     insightface_url: str = ""
+    # Rekognition-compatible API: access keys as "KEY_ID:SECRET[,KEY_ID:SECRET…]" and/or a file
+    # of KEY_ID:SECRET lines. Requests are SigV4-verified against them; "disabled" (logged
+    # loudly) accepts unsigned requests, for local development only.
+    aws_keys: str = field(default="", repr=False)  # secrets: never in a repr or log
+    aws_keys_file: Path | None = None
+    aws_auth: str = "sigv4"
+    # Where S3Object images are fetched from (empty: AWS's own endpoint for aws_region).
+    s3_endpoint_url: str = ""
+    aws_region: str = "us-east-1"
 
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)
+
+    @property
+    def rekognition(self) -> RekognitionConfig:
+        """The Rekognition API's settings, with the access keys read and checked."""
+        keys = parse_aws_keys(self.aws_keys, "FACESERVE_AWS_KEYS")
+        if self.aws_keys_file is not None:
+            try:
+                text = Path(self.aws_keys_file).read_text()
+            except OSError as exc:
+                raise InvalidParameter(
+                    f"FACESERVE_AWS_KEYS_FILE {self.aws_keys_file}: {exc.strerror}"
+                ) from None
+            keys.update(parse_aws_keys(text, str(self.aws_keys_file)))
+        if self.aws_auth not in AWS_AUTH_MODES:
+            raise InvalidParameter(
+                f"FACESERVE_AWS_AUTH={self.aws_auth!r}: use one of {', '.join(AWS_AUTH_MODES)}"
+            )
+        return RekognitionConfig(keys, self.aws_auth, self.s3_endpoint_url, self.aws_region)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -93,7 +151,7 @@ class Settings:
 def _parse(name: str, type_name: Any, raw: str) -> Any:
     type_name = str(type_name)
     try:
-        if type_name == "Path":
+        if type_name in ("Path", "Path | None"):
             return Path(raw).expanduser()
         if type_name == "int":
             return int(raw)

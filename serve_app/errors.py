@@ -22,6 +22,12 @@ class InvalidParameter(FaceserveError):
     http_status = 400
 
 
+class IdempotentParameterMismatch(InvalidParameter):
+    """A client request token reused with different parameters (or for another operation)."""
+
+    code = "idempotent_parameter_mismatch"
+
+
 class InvalidImage(FaceserveError):
     """Bytes that are not a decodable image, truncated data, or an image too small to use."""
 

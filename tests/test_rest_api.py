@@ -906,6 +906,178 @@ def test_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(
     assert any("hunter2" in (record.exc_text or "") for record in caplog.records)
 
 
+# --- persons ----------------------------------------------------------------------------------
+
+PERSONS = "/v1/collections/people/persons"
+
+
+def face_ids_of(people: dict, person: str) -> list[str]:
+    return [r["indexed"][0]["face_id"] for r in people[person]]
+
+
+def test_person_lifecycle(client: TestClient, document: dict, people: dict) -> None:
+    path = "/v1/collections/{name}/persons"
+    r = client.post(PERSONS, json={"person_id": "rest:obama", "metadata": {"role": "44"}})
+    assert r.status_code == 201, r.text
+    assert_documented(document, path, "post", r)
+    created = r.json()
+    assert (created["person_id"], created["metadata"], created["face_count"]) == (
+        "rest:obama",
+        {"role": "44"},
+        0,
+    )
+    assert_error(client.post(PERSONS, json={"person_id": "rest:obama"}), 409, "already_exists")
+    for bad in ({}, {"person_id": ""}, {"person_id": "a b"}, {"person_id": "x" * 129}):
+        assert_error(client.post(PERSONS, json=bad), 400, "invalid_parameter")
+    assert client.post(PERSONS, data={"person_id": "rest:form"}).status_code == 201
+
+    r = client.get(f"{PERSONS}/rest:obama")
+    assert r.status_code == 200 and r.json() == created
+    assert_documented(document, path + "/{person_id}", "get", r)
+    assert_error(client.get(f"{PERSONS}/rest:nobody"), 404, "not_found")
+    assert_error(client.get("/v1/collections/nowhere/persons/rest:obama"), 404, "not_found")
+
+    pages, cursor = [], None
+    while True:
+        r = client.get(PERSONS, params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        assert_documented(document, path, "get", r)
+        pages.append([p["person_id"] for p in r.json()["persons"]])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert all(len(page) <= 1 for page in pages)
+    assert {"rest:obama", "rest:form"} <= {pid for page in pages for pid in page}
+    assert_error(client.get(PERSONS, params={"cursor": "junk"}), 400, "invalid_parameter")
+
+    described = client.get("/v1/collections/people").json()
+    assert described["person_count"] >= 2
+    assert client.delete(f"{PERSONS}/rest:form").status_code == 204
+    assert_error(client.delete(f"{PERSONS}/rest:form"), 404, "not_found")
+    assert_error(
+        client.delete(f"{PERSONS}/rest:obama?delete_faces=maybe"), 400, "invalid_parameter"
+    )
+    assert client.delete(f"{PERSONS}/rest:obama").status_code == 204
+
+
+def test_associate_search_merge_and_delete_persons(
+    client: TestClient, document: dict, people: dict, people_dir: Path, astronaut_bytes: bytes
+) -> None:
+    obama, biden, kit = (face_ids_of(people, p) for p in ("obama", "biden", "kit_harington"))
+    for pid in ("assoc:obama", "assoc:biden", "assoc:spare"):
+        assert client.post(PERSONS, json={"person_id": pid}).status_code == 201
+    faces_path = "/v1/collections/{name}/persons/{person_id}/faces"
+
+    r = client.post(f"{PERSONS}/assoc:obama/faces", json={"face_ids": obama})
+    assert r.status_code == 200, r.text
+    assert_documented(document, faces_path, "post", r)
+    assert r.json()["associated"] == obama and r.json()["unsuccessful"] == []
+    assert r.json()["person"]["face_count"] == 2
+    missing = str(uuid.uuid4())
+    r = client.post(f"{PERSONS}/assoc:biden/faces", data={"face_ids": ",".join(biden)})
+    assert r.status_code == 200 and r.json()["associated"] == biden, r.text
+
+    # Idempotent for its own face; refused for another's, a stranger's or an unknown face.
+    r = client.post(
+        f"{PERSONS}/assoc:obama/faces", json={"face_ids": [obama[0], biden[0], kit[0], missing]}
+    )
+    assert r.status_code == 200, r.text
+    assert_documented(document, faces_path, "post", r)
+    assert r.json()["associated"] == [obama[0]]
+    refused = {u["face_id"]: u for u in r.json()["unsuccessful"]}
+    assert refused[biden[0]]["reasons"] == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
+    assert refused[biden[0]]["person_id"] == "assoc:biden"
+    assert refused[kit[0]]["reasons"] == ["LOW_MATCH_CONFIDENCE"]
+    assert refused[kit[0]]["similarity"] < 75
+    assert refused[missing]["reasons"] == ["FACE_NOT_FOUND"]
+    listed = client.get("/v1/collections/people/faces", params={"limit": 4096}).json()["faces"]
+    assert {f["face_id"]: f["person_id"] for f in listed}[obama[1]] == "assoc:obama"
+
+    too_many = [str(uuid.uuid4()) for _ in range(101)]
+    err = assert_error(
+        client.post(f"{PERSONS}/assoc:obama/faces", json={"face_ids": too_many}),
+        400,
+        "invalid_parameter",
+    )
+    assert "100" in err["message"]
+    for bad in ({}, {"face_ids": "x"}, {"face_ids": [1]}, {"face_ids": obama, "threshold": "hi"}):
+        assert_error(
+            client.post(f"{PERSONS}/assoc:obama/faces", json=bad), 400, "invalid_parameter"
+        )
+    assert_error(
+        client.post(f"{PERSONS}/assoc:nobody/faces", json={"face_ids": kit}), 404, "not_found"
+    )
+
+    # Search persons by a new photo of each, by a stranger, and by an indexed face.
+    search_path = "/v1/collections/{name}/persons/search"
+    for pid, person in (("assoc:obama", "obama"), ("assoc:biden", "biden")):
+        probe = (people_dir / PEOPLE[person][1]).read_bytes()
+        r = post_image(client, f"{PERSONS}/search", probe)
+        assert r.status_code == 200, r.text
+        assert_documented(document, search_path, "post", r)
+        matches = r.json()["matches"]
+        assert matches[0]["person"]["person_id"] == pid and matches[0]["similarity"] >= 80
+    r = client.post(f"{PERSONS}/search", json={"image": b64(astronaut_bytes)})
+    assert r.status_code == 200 and r.json()["matches"] == [], r.text
+    assert_error(
+        client.post(f"{PERSONS}/search", json={"image": b64(astronaut_bytes), "max_results": 501}),
+        400,
+        "invalid_parameter",
+    )
+    by_face = f"/v1/collections/people/faces/{obama[0]}/persons/search"
+    r = client.post(by_face)
+    assert r.status_code == 200, r.text
+    assert_documented(document, "/v1/collections/{name}/faces/{face_id}/persons/search", "post", r)
+    assert r.json()["searched_face"]["face_id"] == obama[0]
+    assert [m["person"]["person_id"] for m in r.json()["matches"]] == ["assoc:obama"]
+
+    # Disassociate (a JSON body on DELETE), merge, delete.
+    r = client.request(
+        "DELETE", f"{PERSONS}/assoc:biden/faces", json={"face_ids": [*biden, obama[0]]}
+    )
+    assert r.status_code == 200, r.text
+    assert_documented(document, faces_path, "delete", r)
+    assert r.json()["associated"] == biden
+    assert r.json()["unsuccessful"][0]["reasons"] == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
+    assert r.json()["person"]["face_count"] == 0
+
+    merge_path = "/v1/collections/{name}/persons/{person_id}/merge"
+    r = client.post(f"{PERSONS}/assoc:spare/merge", json={"other_person_id": "assoc:obama"})
+    assert r.status_code == 200, r.text
+    assert_documented(document, merge_path, "post", r)
+    assert (r.json()["person_id"], r.json()["face_count"]) == ("assoc:spare", 2)
+    assert_error(client.get(f"{PERSONS}/assoc:obama"), 404, "not_found")
+    assert_error(client.post(f"{PERSONS}/assoc:spare/merge", json={}), 400, "invalid_parameter")
+    assert_error(
+        client.post(f"{PERSONS}/assoc:spare/merge", json={"other_person_id": "assoc:spare"}),
+        400,
+        "invalid_parameter",
+    )
+
+    assert client.delete(f"{PERSONS}/assoc:spare?delete_faces=false").status_code == 204
+    listed = client.get("/v1/collections/people/faces", params={"limit": 4096}).json()["faces"]
+    owners = {f["face_id"]: f["person_id"] for f in listed}
+    assert [owners[i] for i in obama] == [None, None]  # the faces stayed
+    assert client.delete(f"{PERSONS}/assoc:biden").status_code == 204
+
+
+def test_person_requests_with_a_token_are_idempotent(client: TestClient, people: dict) -> None:
+    body = {"person_id": "token:one", "request_token": "rest-token-1"}
+    first = client.post(PERSONS, json=body)
+    again = client.post(PERSONS, json=body)
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    err = assert_error(
+        client.post(PERSONS, json={**body, "metadata": {"changed": True}}),
+        400,
+        "idempotent_parameter_mismatch",
+    )
+    assert "idempotent" in err["message"]
+    url = f"{PERSONS}/token:one?request_token=rest-token-2"
+    assert client.delete(url).status_code == 204
+    assert client.delete(url).status_code == 204  # the retry gets the first reply
+    assert_error(client.delete(f"{PERSONS}/token:one"), 404, "not_found")
+
+
 # --- fuzz -------------------------------------------------------------------------------------
 
 ROUTES = [
@@ -920,13 +1092,24 @@ ROUTES = [
     ("DELETE", "/v1/collections/{name}/faces/{face_id}"),
     ("POST", "/v1/collections/{name}/search"),
     ("POST", "/v1/collections/{name}/faces/{face_id}/search"),
+    ("POST", "/v1/collections/{name}/persons"),
+    ("GET", "/v1/collections/{name}/persons"),
+    ("POST", "/v1/collections/{name}/persons/search"),
+    ("GET", "/v1/collections/{name}/persons/{person_id}"),
+    ("DELETE", "/v1/collections/{name}/persons/{person_id}"),
+    ("POST", "/v1/collections/{name}/persons/{person_id}/faces"),
+    ("DELETE", "/v1/collections/{name}/persons/{person_id}/faces"),
+    ("POST", "/v1/collections/{name}/persons/{person_id}/merge"),
+    ("POST", "/v1/collections/{name}/faces/{face_id}/persons/search"),
 ]
 IMAGE_FIELDS = ["image", "source", "target"]
 FIELDS = IMAGE_FIELDS + ["name", "model_pack", "metadata", "external_image_id", "max_faces"]
 FIELDS += ["quality_filter", "threshold", "max_results", "limit", "cursor"]
+FIELDS += ["person_id", "other_person_id", "face_ids", "request_token", "delete_faces"]
 NAMES = ["fuzz_target", "fuzz_target", "nowhere", "../../etc", "x" * 400, "名前", "a'; --"]
 NAMES += ["%00", "UPPER", "-", "_", "a.b", " "]
 FACE_IDS = ["../../etc", "0", "-1", "x" * 1000, "null", "%ff", str(uuid.UUID(int=0))]
+PERSON_IDS = ["fuzz", "fuzz", "abc", "a:b.c-d_e", "x" * 200, "名前", "a'; --", "%00", "search"]
 VALUES = ["abc", -5, 0, 1, 2**63, 10**30, 1e308, -1e-9, 3.5, "nan", "inf", None, True, False]
 VALUES += [[], [1, 2], {}, {"a": {"b": [None]}}, "", "x" * 5000, "AUTO", "HIGH", 80, "80"]
 CONTENT_TYPES = ["application/json", "multipart/form-data; boundary=zz", "image/png", "", "*/*"]
@@ -969,7 +1152,12 @@ class Fuzzer:
         if rng.random() < 0.1:
             method = rng.choice(["PUT", "PATCH", "OPTIONS", "GET", "DELETE", "POST"])
         name, face_id = rng.choice(NAMES), rng.choice(self.face_ids)
-        path = template.format(name=quote(name, safe=""), face_id=quote(face_id, safe=""))
+        person_id = rng.choice(PERSON_IDS)
+        path = template.format(
+            name=quote(name, safe=""),
+            face_id=quote(face_id, safe=""),
+            person_id=quote(person_id, safe=""),
+        )
         if rng.random() < 0.5:
             pairs = [(rng.choice(FIELDS), str(self.value())) for _ in range(rng.randint(1, 3))]
             path += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in pairs)
@@ -998,6 +1186,7 @@ def test_fuzz_never_gets_a_500(client: TestClient, astronaut_bytes: bytes) -> No
     face = astronaut_face(astronaut_bytes)
     assert client.post("/v1/collections", json={"name": "fuzz_target"}).status_code == 201
     r = post_image(client, "/v1/collections/fuzz_target/faces", face)
+    assert client.post("/v1/collections/fuzz_target/persons", json={"person_id": "fuzz"}).is_success
     fuzzer = Fuzzer(20240611, face, r.json()["indexed"][0]["face_id"])
     statuses: dict[int, int] = {}
     for _ in range(1000):

@@ -15,8 +15,9 @@ from serve_app.service.quality_filter import QualityFilter
 
 _ERRORS = {
     "400": "Malformed request: bad JSON (`invalid_json`), a missing or undecodable image "
-    "(`invalid_image`), a parameter of the wrong type or out of range (`invalid_parameter`).",
-    "404": "No such collection, face or route (`not_found`).",
+    "(`invalid_image`), a parameter of the wrong type or out of range (`invalid_parameter`), "
+    "a request token reused for another request (`idempotent_parameter_mismatch`).",
+    "404": "No such collection, face, person or route (`not_found`).",
     "405": "Method not allowed on this path (`method_not_allowed`).",
     "409": "Already exists (`already_exists`).",
     "413": "Request body or image too large (`request_too_large`, `image_too_large`).",
@@ -59,6 +60,29 @@ _MAX_RESULTS = {
     "examples": [5],
 }
 
+
+_PERSON_MAX_RESULTS = {**_MAX_RESULTS, "maximum": 500, "description": "Most persons to return."}
+_ASSOCIATION_THRESHOLD = {
+    **_THRESHOLD,
+    "default": 75,
+    "description": "Once the person has faces, a new face must reach this similarity (0-100) "
+    "with at least one of them.",
+    "examples": [75],
+}
+_FACE_IDS = {
+    "type": "array",
+    "items": {"type": "string"},
+    "minItems": 1,
+    "maxItems": 100,
+    "description": "Face ids, as returned when the faces were indexed (at most 100).",
+    "examples": [["3fa85f64-5717-4562-b3fc-2c963f66afa6"]],
+}
+_REQUEST_TOKEN = {
+    "type": "string",
+    "pattern": "^[a-zA-Z0-9_-]{1,64}$",
+    "description": "Optional. A retry with the same token within 24 h gets the first reply "
+    "instead of doing the work again.",
+}
 
 _FORMATS = "JPEG, PNG, WebP, BMP or TIFF"
 
@@ -133,6 +157,14 @@ _FACE_ID = {
     "description": "Face id, as returned when the face was indexed.",
     "schema": {"type": "string"},
 }
+_PERSON_ID = {
+    "name": "person_id",
+    "in": "path",
+    "required": True,
+    "description": "Person id, as given when the person was created.",
+    "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_.:-]{1,128}$"},
+    "example": "employee-1234",
+}
 _METADATA = {
     "type": "object",
     "description": "Free-form JSON object.",
@@ -140,6 +172,9 @@ _METADATA = {
 }
 _FACES_OUT = {"type": "array", "items": ref("Face")}
 _SEARCH = _json(ref("SearchResult"), "The searched face and its matches, best first.")
+_PERSON = _json(ref("Person"), "The person.")
+_ASSOCIATION = _json(ref("Association"), "Faces done, faces refused and why, the person.")
+_PERSON_SEARCH = _json(ref("PersonSearchResult"), "The persons matched, best first.")
 _QUALITY = {
     "enum": [q.value for q in QualityFilter],
     "default": "AUTO",
@@ -341,6 +376,7 @@ def _paths() -> dict[str, Any]:
                 description="The body is optional; without one the defaults apply.",
             )
         },
+        **_person_paths(),
         "/healthz": {
             "get": _operation(
                 "liveness",
@@ -397,6 +433,175 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _person_paths() -> dict[str, Any]:
+    page = object_schema(
+        {
+            "persons": {"type": "array", "items": ref("Person")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+        ["persons", "next_cursor"],
+    )
+    search = {"threshold": _THRESHOLD, "max_results": _PERSON_MAX_RESULTS}
+    return {
+        "/v1/collections/{name}/persons": {
+            "post": _operation(
+                "createPerson",
+                "Create a person (without faces yet)",
+                {"201": _json(ref("Person"), "The new person.")},
+                ["400", "404", "409", "413", "415"],
+                parameters=[_NAME],
+                body=_body(
+                    {
+                        "person_id": {
+                            "type": "string",
+                            "pattern": "^[a-zA-Z0-9_.:-]{1,128}$",
+                            "description": "Your id for the person, unique in the collection.",
+                            "examples": ["employee-1234"],
+                        },
+                        "metadata": _METADATA,
+                        "request_token": _REQUEST_TOKEN,
+                    },
+                    [],
+                    ["person_id"],
+                ),
+            ),
+            "get": _operation(
+                "listPersons",
+                "List the persons of a collection by id, a page at a time",
+                {"200": _json(page, "One page; pass next_cursor back as cursor (null: last).")},
+                ["400", "404"],
+                parameters=[
+                    _NAME,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 4096},
+                        "description": "Persons per page (default 100).",
+                        "example": 100,
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "next_cursor of the previous page.",
+                    },
+                ],
+            ),
+        },
+        "/v1/collections/{name}/persons/search": {
+            "post": _operation(
+                "searchPersonsByImage",
+                "Search the persons of a collection with the largest face of an image",
+                {"200": _PERSON_SEARCH},
+                ["400", "404", "413", "415", "422"],
+                parameters=[_NAME],
+                body=_body(search, ["image"], ["image"]),
+                description="A person's similarity is the best of its faces'. Only faces "
+                "that belong to a person are searched.",
+            )
+        },
+        "/v1/collections/{name}/persons/{person_id}": {
+            "get": _operation(
+                "describePerson",
+                "Describe a person (with its face count)",
+                {"200": _PERSON},
+                ["400", "404"],
+                parameters=[_NAME, _PERSON_ID],
+            ),
+            "delete": _operation(
+                "deletePerson",
+                "Delete a person; its faces stay unless delete_faces is true",
+                {"204": {"description": "Deleted; no body."}},
+                ["400", "404"],
+                parameters=[
+                    _NAME,
+                    _PERSON_ID,
+                    {
+                        "name": "delete_faces",
+                        "in": "query",
+                        "schema": {"type": "boolean", "default": False},
+                        "description": "Delete the person's faces too (default: they stay, "
+                        "belonging to nobody).",
+                    },
+                    {
+                        "name": "request_token",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": _REQUEST_TOKEN["description"],
+                    },
+                ],
+            ),
+        },
+        "/v1/collections/{name}/persons/{person_id}/faces": {
+            "post": _operation(
+                "associateFaces",
+                "Associate indexed faces with a person",
+                {"200": _ASSOCIATION},
+                ["400", "404", "413", "415", "422"],
+                parameters=[_NAME, _PERSON_ID],
+                body=_body(
+                    {
+                        "face_ids": _FACE_IDS,
+                        "threshold": _ASSOCIATION_THRESHOLD,
+                        "request_token": _REQUEST_TOKEN,
+                    },
+                    [],
+                    ["face_ids"],
+                ),
+                description="A face already the person's counts as associated. Refused, with "
+                "reasons: `FACE_NOT_FOUND`, `ASSOCIATED_TO_A_DIFFERENT_USER`, "
+                "`LOW_MATCH_CONFIDENCE`. A person holds at most 100 faces.",
+            ),
+            "delete": _operation(
+                "disassociateFaces",
+                "Disassociate faces from a person (the faces stay in the collection)",
+                {"200": _ASSOCIATION},
+                ["400", "404", "413", "415"],
+                parameters=[_NAME, _PERSON_ID],
+                body=_body(
+                    {"face_ids": _FACE_IDS, "request_token": _REQUEST_TOKEN}, [], ["face_ids"]
+                ),
+                description="A face that belongs to nobody counts as disassociated. Refused, "
+                "with reasons: `FACE_NOT_FOUND`, `ASSOCIATED_TO_A_DIFFERENT_USER`.",
+            ),
+        },
+        "/v1/collections/{name}/persons/{person_id}/merge": {
+            "post": _operation(
+                "mergePersons",
+                "Merge another person into this one",
+                {"200": _json(ref("Person"), "This person, with the other's faces.")},
+                ["400", "404", "413", "415"],
+                parameters=[_NAME, _PERSON_ID],
+                body=_body(
+                    {
+                        "other_person_id": {
+                            "type": "string",
+                            "description": "The person to merge in; it is deleted.",
+                            "examples": ["employee-1234-duplicate"],
+                        }
+                    },
+                    [],
+                    ["other_person_id"],
+                ),
+                description="One transaction. This person keeps its metadata and gains the "
+                "keys of the other's it lacks; together they may hold at most 100 faces.",
+            )
+        },
+        "/v1/collections/{name}/faces/{face_id}/persons/search": {
+            "post": _operation(
+                "searchPersonsByFace",
+                "Search the persons of a collection with one of its faces",
+                {"200": _PERSON_SEARCH},
+                ["400", "404", "415", "422"],
+                parameters=[_NAME, _FACE_ID],
+                body=_body(search, [], []),
+                description="The face itself is left out: its own person is matched through "
+                "its other faces. The body is optional.",
+            )
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the whole document."""
     return copy.deepcopy(
@@ -406,7 +611,8 @@ def openapi_document() -> dict[str, Any]:
                 "title": "faceserve REST API",
                 "version": "1",
                 "description": (
-                    "Detect faces, index them in collections, search and compare them. "
+                    "Detect faces, index them in collections, group them into persons, search "
+                    "and compare them. "
                     "Images are sent as multipart file parts, or as base64 strings in a JSON "
                     "body. Similarities are percentages (0-100) calibrated per model pack. "
                     'Every error is `{"error": {"code", "message"}}`.'

@@ -139,6 +139,20 @@ class Payload:
             raise InvalidParameter(f"{name} must be a finite number, got {value[:40]!r}")
         return number
 
+    def text_list(self, name: str) -> list[str] | None:
+        """A list of strings: a JSON array; in a form, JSON text or comma-separated values."""
+        value = self.fields.get(name)
+        if value is None:
+            return None
+        if not self.typed and isinstance(value, str):
+            text = value.strip()
+            value = parse_json(text, name) if text.startswith("[") else text.split(",")
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                value = [item.strip() for item in value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InvalidParameter(f"{name} must be a list of strings")
+        return value
+
     def json_object(self, name: str) -> dict | None:
         """A JSON object field; in a form it is a JSON string."""
         value = self.fields.get(name)
@@ -163,6 +177,16 @@ def parse_integer(name: str, value: Any, typed: bool = False) -> int:
     if not digits.isdigit() or not digits.isascii() or len(digits) > 18:
         raise InvalidParameter(f"{name} must be an integer, got {str(value)[:40]!r}")
     return int(text)
+
+
+def parse_boolean(name: str, value: str) -> bool:
+    """A boolean from text (a query string): true/false, 1/0, yes/no."""
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise InvalidParameter(f"{name} must be true or false, got {value[:40]!r}")
 
 
 def _reject_constant(name: str) -> Any:

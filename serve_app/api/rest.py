@@ -1,4 +1,4 @@
-"""REST API v1: a thin Starlette adapter over `FaceService`.
+"""REST API v1: a thin Starlette adapter over `FaceService` (and its `persons`).
 
 Each route parses the request's shape, calls one service method and serialises the result.
 Thresholds, filtering and ranking are the service's; errors are the service's exceptions
@@ -20,15 +20,19 @@ from starlette.routing import Route
 from serve_app.api.docs import render_docs
 from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.openapi import openapi_document
-from serve_app.api.payload import Payload, parse_integer
+from serve_app.api.payload import Payload, parse_boolean, parse_integer
+from serve_app.api.rekognition import rekognition_route
 from serve_app.api.serialize import (
+    association_json,
     collection_json,
     compare_json,
     face_json,
     index_json,
+    person_json,
+    person_search_json,
     search_json,
 )
-from serve_app.config import ImageLimits
+from serve_app.config import ImageLimits, RekognitionConfig
 from serve_app.errors import FaceserveError, InvalidParameter, NotFound
 from serve_app.service.faces import FaceService
 
@@ -180,6 +184,97 @@ class RestHandlers:
         )
         return JSONResponse(search_json(result))
 
+    # Persons -----------------------------------------------------------------------------
+
+    async def create_person(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        person_id = payload.text("person_id")
+        if not person_id:
+            raise InvalidParameter("person_id is required")
+        person = await self.service.persons.create_person(
+            request.path_params["name"],
+            person_id,
+            payload.json_object("metadata"),
+            request_token=payload.text("request_token"),
+        )
+        return JSONResponse(person_json(person), 201)
+
+    async def list_persons(self, request: Request) -> Response:
+        query = request.query_params
+        options: dict = {"cursor": query.get("cursor") or None}
+        if "limit" in query:
+            options["limit"] = parse_integer("limit", query["limit"])
+        persons, next_cursor = await self.service.persons.list_persons(
+            request.path_params["name"], **options
+        )
+        body = {"persons": [person_json(p) for p in persons], "next_cursor": next_cursor}
+        return JSONResponse(body)
+
+    async def describe_person(self, request: Request) -> Response:
+        name, person_id = request.path_params["name"], request.path_params["person_id"]
+        return JSONResponse(person_json(await self.service.persons.get_person(name, person_id)))
+
+    async def delete_person(self, request: Request) -> Response:
+        query = request.query_params
+        await self.service.persons.delete_person(
+            request.path_params["name"],
+            request.path_params["person_id"],
+            delete_faces=parse_boolean("delete_faces", query.get("delete_faces", "false")),
+            request_token=query.get("request_token"),
+        )
+        return Response(status_code=204)
+
+    async def associate_faces(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        result = await self.service.persons.associate_faces(
+            request.path_params["name"],
+            request.path_params["person_id"],
+            payload.text_list("face_ids") or [],
+            threshold=payload.number("threshold"),
+            request_token=payload.text("request_token"),
+        )
+        return JSONResponse(association_json(result))
+
+    async def disassociate_faces(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        result = await self.service.persons.disassociate_faces(
+            request.path_params["name"],
+            request.path_params["person_id"],
+            payload.text_list("face_ids") or [],
+            request_token=payload.text("request_token"),
+        )
+        return JSONResponse(association_json(result))
+
+    async def merge_persons(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        other = payload.text("other_person_id")
+        if not other:
+            raise InvalidParameter("other_person_id is required")
+        person = await self.service.persons.merge_persons(
+            request.path_params["name"], request.path_params["person_id"], other
+        )
+        return JSONResponse(person_json(person))
+
+    async def search_persons_by_image(self, request: Request) -> Response:
+        payload = await self._payload(request, images=1)
+        result = await self.service.persons.search_persons_by_image(
+            request.path_params["name"],
+            payload.image("image"),
+            threshold=payload.number("threshold"),
+            max_results=payload.integer("max_results"),
+        )
+        return JSONResponse(person_search_json(result))
+
+    async def search_persons_by_face(self, request: Request) -> Response:
+        payload = await self._payload(request)
+        result = await self.service.persons.search_persons_by_face(
+            request.path_params["name"],
+            request.path_params["face_id"],
+            threshold=payload.number("threshold"),
+            max_results=payload.integer("max_results"),
+        )
+        return JSONResponse(person_search_json(result))
+
     # Operations --------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
@@ -209,6 +304,7 @@ def build_rest_app(
     readiness: Readiness | None = None,
     *,
     max_image_bytes: int = ImageLimits.max_bytes,
+    rekognition: RekognitionConfig | None = None,
 ) -> Starlette:
     """The REST v1 Starlette app over `service`.
 
@@ -219,6 +315,8 @@ def build_rest_app(
     metrics = ApiMetrics()
     h = RestHandlers(service, max_image_bytes, metrics, readiness)
     collection = "/v1/collections/{name}"
+    persons = collection + "/persons"
+    person = persons + "/{person_id}"
     routes = [
         Route("/v1/detect", h.detect, methods=["POST"]),
         Route("/v1/compare", h.compare, methods=["POST"]),
@@ -231,12 +329,27 @@ def build_rest_app(
         Route(collection + "/faces/{face_id}", h.delete_face, methods=["DELETE"]),
         Route(collection + "/search", h.search_by_image, methods=["POST"]),
         Route(collection + "/faces/{face_id}/search", h.search_by_face_id, methods=["POST"]),
+        Route(persons, h.create_person, methods=["POST"]),
+        Route(persons, h.list_persons, methods=["GET"]),
+        Route(persons + "/search", h.search_persons_by_image, methods=["POST"]),
+        Route(person, h.describe_person, methods=["GET"]),
+        Route(person, h.delete_person, methods=["DELETE"]),
+        Route(person + "/faces", h.associate_faces, methods=["POST"]),
+        Route(person + "/faces", h.disassociate_faces, methods=["DELETE"]),
+        Route(person + "/merge", h.merge_persons, methods=["POST"]),
+        Route(
+            collection + "/faces/{face_id}/persons/search",
+            h.search_persons_by_face,
+            methods=["POST"],
+        ),
         Route("/healthz", h.healthz, methods=["GET"]),
         Route("/readyz", h.readyz, methods=["GET"]),
         Route("/metrics", metrics.exposition, methods=["GET"]),
         Route("/openapi.json", h.openapi, methods=["GET"]),
         Route("/docs", h.docs, methods=["GET"]),
     ]
+    if rekognition is not None:  # the Rekognition-compatible API at POST /
+        routes.append(rekognition_route(service, rekognition))
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from serve_app.service.quality_filter import Reason
+from serve_app.store.records import FaceRefusal
 
 Schema = dict[str, Any]
 
@@ -118,6 +119,7 @@ SCHEMAS: dict[str, Schema] = {
             "metadata": {"type": "object"},
             "created_at": _TIMESTAMP,
             "face_count": {"type": "integer"},
+            "person_count": {"type": "integer"},
         },
         ["name", "model_version", "embedding_dim", "vector_backend", "created_at", "face_count"],
     ),
@@ -132,6 +134,66 @@ SCHEMAS: dict[str, Schema] = {
             },
         },
         ["searched_face", "matches"],
+    ),
+    "Person": object_schema(
+        {
+            "person_id": {"type": "string", "description": "Your id for the person."},
+            "metadata": {"type": "object"},
+            "face_count": {"type": "integer", "description": "Faces associated, at most 100."},
+            "created_at": _TIMESTAMP,
+        },
+        ["person_id", "metadata", "face_count", "created_at"],
+    ),
+    "UnsuccessfulFace": object_schema(
+        {
+            "face_id": {"type": "string"},
+            "reasons": {"type": "array", "items": {"enum": [r.value for r in FaceRefusal]}},
+            "similarity": {
+                "type": ["number", "null"],
+                "description": "LOW_MATCH_CONFIDENCE: the best similarity to the person's faces.",
+            },
+            "person_id": {
+                "type": ["string", "null"],
+                "description": "ASSOCIATED_TO_A_DIFFERENT_USER: the person the face belongs to.",
+            },
+        },
+        ["face_id", "reasons", "similarity", "person_id"],
+    ),
+    "Association": object_schema(
+        {
+            "associated": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Face ids done (including those that already were).",
+            },
+            "unsuccessful": {"type": "array", "items": ref("UnsuccessfulFace")},
+            "person": ref("Person"),
+        },
+        ["associated", "unsuccessful", "person"],
+    ),
+    "PersonMatch": object_schema(
+        {
+            "similarity": {**_NUMBER, "description": "Best similarity of the person's faces."},
+            "person": ref("Person"),
+        },
+        ["similarity", "person"],
+    ),
+    "PersonSearchResult": object_schema(
+        {
+            "model_version": {"type": "string"},
+            "searched_face": {"anyOf": [ref("Face"), ref("DetectedFace")]},
+            "matches": {
+                "type": "array",
+                "items": ref("PersonMatch"),
+                "description": "Best match first.",
+            },
+            "unsearched": {
+                "type": "array",
+                "items": ref("DetectedFace"),
+                "description": "The image's other faces (only the largest is searched).",
+            },
+        },
+        ["searched_face", "matches", "unsearched"],
     ),
     "Readiness": object_schema(
         {

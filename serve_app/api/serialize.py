@@ -10,7 +10,8 @@ from serve_app.service.faces import (
     IndexResult,
     SearchResult,
 )
-from serve_app.store.records import CollectionRecord, FaceRecord
+from serve_app.service.persons import AssociationResult, PersonSearchResult
+from serve_app.store.records import CollectionRecord, FaceRecord, PersonRecord
 from serve_app.vision.types import DetectedFace
 
 
@@ -33,6 +34,7 @@ def collection_json(collection: CollectionRecord) -> dict[str, Any]:
         "metadata": collection.metadata,
         "created_at": _timestamp(collection.created_at),
         "face_count": collection.face_count,
+        "person_count": collection.person_count,
     }
 
 
@@ -88,4 +90,42 @@ def compare_json(result: CompareResult) -> dict[str, Any]:
             for match in result.matches
         ],
         "unmatched": [face.to_dict() for face in result.unmatched],
+    }
+
+
+def person_json(person: PersonRecord) -> dict[str, Any]:
+    return {
+        "person_id": person.person_id,
+        "metadata": person.metadata,
+        "face_count": person.face_count,
+        "created_at": _timestamp(person.created_at),
+    }
+
+
+def association_json(result: AssociationResult) -> dict[str, Any]:
+    return {
+        "associated": result.associated,
+        "unsuccessful": [
+            {
+                "face_id": item.face_id,
+                "reasons": item.reasons,
+                "similarity": None if item.similarity is None else _similarity(item.similarity),
+                "person_id": item.person_id,
+            }
+            for item in result.unsuccessful
+        ],
+        "person": person_json(result.person),
+    }
+
+
+def person_search_json(result: PersonSearchResult) -> dict[str, Any]:
+    searched = result.searched_face
+    return {
+        "model_version": result.collection.model_version,
+        "searched_face": None if searched is None else any_face_json(searched),
+        "matches": [
+            {"similarity": _similarity(match.similarity), "person": person_json(match.person)}
+            for match in result.matches
+        ],
+        "unsearched": [face.to_dict() for face in result.unsearched],
     }

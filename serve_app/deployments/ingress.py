@@ -44,5 +44,8 @@ class Ingress:
         from serve_app.api.rest import build_rest_app
 
         return build_rest_app(
-            self.service, readiness=self.readiness, max_image_bytes=self.settings.max_image_bytes
+            self.service,
+            readiness=self.readiness,
+            max_image_bytes=self.settings.max_image_bytes,
+            rekognition=self.settings.rekognition,
         )

@@ -24,6 +24,15 @@ STORAGE_METHODS = frozenset(
         "search",
         "count_faces",
         "ping",
+        "create_person",
+        "get_person",
+        "list_persons",
+        "delete_person",
+        "associate_faces",
+        "disassociate_faces",
+        "merge_persons",
+        "search_persons",
+        "person_embeddings",
     }
 )
 

@@ -17,6 +17,7 @@ from serve_app.service.analysis import (
     ImageFaces,
     validate_threshold,
 )
+from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline
 from serve_app.service.quality_filter import QualityFilter, Reason, select_faces
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
@@ -88,7 +89,8 @@ def _external_id(value: str | None) -> str | None:
 
 
 class FaceService:
-    """The business operations. `pipelines` maps pack name -> Pipeline (the loaded packs)."""
+    """The business operations. `pipelines` maps pack name -> Pipeline (the loaded packs);
+    `persons` holds the operations on persons, over the same storage and pipelines."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class FaceService:
         self.pipelines = pipelines
         self.default_pack = default_pack
         self.store_images = store_images
+        self.persons = PersonService(self)
 
     @property
     def default_pipeline(self) -> Pipeline:
@@ -219,9 +222,9 @@ class FaceService:
         exclude: str | None = None,
     ) -> list[FaceMatch]:
         min_cosine = pipeline.calibration.cosine_at(threshold)
-        hits = await self.storage.search(
-            collection.name, vector, k + (1 if exclude else 0), min_cosine
-        )
+        # One more for the excluded face itself, within the store's limit (MaxFaces=4096).
+        fetch = min(k + (1 if exclude else 0), MAX_SEARCH_RESULTS)
+        hits = await self.storage.search(collection.name, vector, fetch, min_cosine)
         matches = [
             FaceMatch(float(pipeline.calibration.similarity(cosine)), face)
             for face, cosine in hits

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 CONTROL_SCHEMA = "faceserve"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA_NAME = re.compile(r"c_[0-9a-f]{32}")
 
 
@@ -49,10 +49,11 @@ def quoted_schema(schema_name: str) -> str:
 
 
 def create_collection_schema(conn: Connection, schema_name: str) -> None:
-    """Create the schema and its metadata tables at SCHEMA_VERSION (vectors are the index's)."""
-    s = quoted_schema(schema_name)
-    for statement in _DDL_V1:
-        conn.execute(text(statement.format(s=s)))
+    """Create the schema and its metadata tables at SCHEMA_VERSION (vectors are the index's):
+    version 1, then every upgrade, so a new schema is exactly what an upgraded one is."""
+    _run(conn, schema_name, _DDL_V1)
+    for version in range(1, SCHEMA_VERSION):
+        UPGRADES[version](conn, schema_name)
 
 
 def drop_collection_schema(conn: Connection, schema_name: str) -> None:
@@ -92,8 +93,29 @@ _DDL_V1 = (
     "CREATE INDEX faces_person_id ON {s}.faces (person_id)",
 )
 
+# Version 2: replies remembered per client request token, for idempotent retries (24 h).
+_DDL_V2 = (
+    """CREATE TABLE {s}.request_tokens (
+        token text PRIMARY KEY,
+        operation text NOT NULL,
+        fingerprint text NOT NULL,
+        response jsonb,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX request_tokens_created_at ON {s}.request_tokens (created_at)",
+)
+
+
+def _run(conn: Connection, schema_name: str, statements: tuple[str, ...]) -> None:
+    s = quoted_schema(schema_name)
+    for statement in statements:
+        conn.execute(text(statement.format(s=s)))
+
+
 # from_version -> step that upgrades one collection schema to from_version + 1.
-UPGRADES: dict[int, Callable[[Connection, str], None]] = {}
+UPGRADES: dict[int, Callable[[Connection, str], None]] = {
+    1: lambda conn, schema_name: _run(conn, schema_name, _DDL_V2),
+}
 
 
 def upgrade_collection_schemas(conn: Connection) -> int:
@@ -119,6 +141,7 @@ class CollectionTables(NamedTuple):
     images: Table
     persons: Table
     faces: Table
+    request_tokens: Table
 
 
 @lru_cache(maxsize=1024)
@@ -160,4 +183,13 @@ def tables_for(schema_name: str) -> CollectionTables:
         Column("created_at", DateTime(timezone=True)),
         Column("seq", BigInteger),
     )
-    return CollectionTables(images, persons, faces)
+    request_tokens = Table(
+        "request_tokens",
+        metadata,
+        Column("token", Text, primary_key=True),
+        Column("operation", Text, nullable=False),
+        Column("fingerprint", Text, nullable=False),
+        Column("response", JSONB),
+        Column("created_at", DateTime(timezone=True)),
+    )
+    return CollectionTables(images, persons, faces, request_tokens)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ class CollectionRecord:
     metadata: dict[str, Any]
     created_at: datetime
     face_count: int | None  # None where the caller did not ask for it (internal lookups)
+    person_count: int | None = None  # likewise
 
 
 @dataclass(frozen=True)
@@ -58,5 +60,79 @@ class FaceRecord:
     confidence: float
     quality: dict[str, Any]
     metadata: dict[str, Any]
-    person_id: str | None
+    person_id: str | None  # the client's id of the person the face belongs to
     created_at: datetime
+    # The size of the image the face was found in: its box and landmarks are in its pixels.
+    image_width: int | None = None
+    image_height: int | None = None
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """A person: faces of one individual grouped under an id the client chose."""
+
+    person_id: str  # the client's id (unique in the collection); the row's uuid stays inside
+    metadata: dict[str, Any]
+    face_count: int
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "person_id": self.person_id,
+            "metadata": self.metadata,
+            "face_count": self.face_count,
+            "created_at": self.created_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PersonRecord:
+        return cls(
+            data["person_id"],
+            dict(data["metadata"]),
+            int(data["face_count"]),
+            datetime.fromisoformat(data["created_at"]),
+        )
+
+
+class FaceRefusal(StrEnum):
+    """Why a face was not associated with, or disassociated from, a person (Rekognition's)."""
+
+    FACE_NOT_FOUND = "FACE_NOT_FOUND"
+    ASSOCIATED_TO_A_DIFFERENT_USER = "ASSOCIATED_TO_A_DIFFERENT_USER"
+    LOW_MATCH_CONFIDENCE = "LOW_MATCH_CONFIDENCE"
+
+
+@dataclass(frozen=True)
+class RefusedFace:
+    face_id: str
+    reason: FaceRefusal
+    cosine: float | None = None  # LOW_MATCH_CONFIDENCE: best cosine to the person's faces
+    person_id: str | None = None  # ASSOCIATED_TO_A_DIFFERENT_USER: the person it belongs to
+
+
+@dataclass(frozen=True)
+class PersonFacesChange:
+    """The outcome of associating faces with a person, or disassociating them."""
+
+    person: PersonRecord  # after the change
+    changed: list[str]  # the face ids asked for that now (no longer) belong to the person
+    refused: list[RefusedFace]
+
+    def to_json(self) -> dict[str, Any]:
+        """As JSON, to be replayed for a retried request (see `request_tokens`)."""
+        return {
+            "person": self.person.to_json(),
+            "changed": self.changed,
+            "refused": [[r.face_id, str(r.reason), r.cosine, r.person_id] for r in self.refused],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PersonFacesChange:
+        return cls(
+            PersonRecord.from_json(data["person"]),
+            list(data["changed"]),
+            [
+                RefusedFace(face_id, FaceRefusal(reason), cosine, person_id)
+                for face_id, reason, cosine, person_id in data["refused"]
+            ],
+        )

@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, func, select, text
+from sqlalchemy import Connection, Engine, Row, Select, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import validation as check
 from serve_app.store.collection_schema import (
     SCHEMA_VERSION,
+    CollectionTables,
     create_collection_schema,
     drop_collection_schema,
     quoted_schema,
@@ -24,6 +25,7 @@ from serve_app.store.collection_schema import (
 )
 from serve_app.store.control import collections
 from serve_app.store.database import create_engine_for, migrate
+from serve_app.store.persons import PersonStorage
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
 from serve_app.store.vectors import PgVectorIndex, VectorIndex
 
@@ -34,8 +36,8 @@ _GONE = {"42P01", "3F000"}
 _UNIQUE_VIOLATION = "23505"
 
 
-class Store:
-    """Collections and faces in PostgreSQL, vectors in the configured `VectorIndex`."""
+class Store(PersonStorage):
+    """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`."""
 
     def __init__(self, engine: Engine, vector_index: VectorIndex | None = None) -> None:
         self.engine = engine
@@ -100,7 +102,9 @@ class Store:
                     collections.insert().values(**values).returning(collections.c.created_at)
                 ).scalar_one()
                 values.pop("schema_version")
-                record = CollectionRecord(**values, created_at=created_at, face_count=0)
+                record = CollectionRecord(
+                    **values, created_at=created_at, face_count=0, person_count=0
+                )
                 create_collection_schema(conn, record.schema_name)
                 index.create(conn, record)
         except IntegrityError as err:
@@ -121,7 +125,7 @@ class Store:
             rows = conn.execute(
                 select(collections).order_by(collections.c.name).with_for_update(key_share=True)
             ).all()
-            return [_collection_record(row, self._count(conn, row.schema_name)) for row in rows]
+            return [_collection_record(row, *self._counts(conn, row.schema_name)) for row in rows]
 
     def delete_collection(self, name: str) -> None:
         """Drop the collection's schema (faces, vectors, ...) and its control row, atomically."""
@@ -185,9 +189,12 @@ class Store:
         after = -1 if cursor is None else check.decode_cursor(cursor)
         with self._reading() as conn:
             collection = self._collection(conn, collection_name)
-            faces = tables_for(collection.schema_name).faces
+            t = tables_for(collection.schema_name)
             rows = conn.execute(
-                select(faces).where(faces.c.seq > after).order_by(faces.c.seq).limit(limit + 1)
+                _faces_query(t)
+                .where(t.faces.c.seq > after)
+                .order_by(t.faces.c.seq)
+                .limit(limit + 1)
             ).all()
         page = rows[:limit]
         next_cursor = check.encode_cursor(page[-1].seq) if len(rows) > limit else None
@@ -217,21 +224,7 @@ class Store:
             return []
         with self.engine.begin() as conn:
             collection = self._collection(conn, collection_name, lock="key_share")
-            t = tables_for(collection.schema_name)
-            self._index(collection).delete(conn, collection, ids)
-            deleted = conn.execute(
-                t.faces.delete()
-                .where(t.faces.c.id.in_(ids))
-                .returning(t.faces.c.id, t.faces.c.image_id)
-            ).all()
-            image_ids = list({row.image_id for row in deleted})
-            if image_ids:
-                still_used = select(t.faces.c.id).where(t.faces.c.image_id == t.images.c.id)
-                conn.execute(
-                    t.images.delete().where(t.images.c.id.in_(image_ids), ~still_used.exists())
-                )
-        gone = {str(row.id) for row in deleted}
-        return [i for i in ids if i in gone]
+            return self._delete_faces(conn, collection, ids)
 
     def search(
         self, collection_name: str, vector: np.ndarray, k: int, min_cosine: float
@@ -273,7 +266,9 @@ class Store:
         row = conn.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"collection {name!r} not found")
-        return _collection_record(row, self._count(conn, row.schema_name) if counted else None)
+        if counted:
+            return _collection_record(row, *self._counts(conn, row.schema_name))
+        return _collection_record(row, None, None)
 
     def _index(self, collection: CollectionRecord) -> VectorIndex:
         index = self._indexes.get(collection.vector_backend)
@@ -290,18 +285,51 @@ class Store:
         return int(conn.execute(select(func.count()).select_from(faces)).scalar_one())
 
     @staticmethod
+    def _counts(conn: Connection, schema_name: str) -> tuple[int, int]:
+        """How many faces and persons the collection holds."""
+        t = tables_for(schema_name)
+        faces = select(func.count()).select_from(t.faces).scalar_subquery()
+        persons = select(func.count()).select_from(t.persons).scalar_subquery()
+        row = conn.execute(select(faces, persons)).one()
+        return int(row[0]), int(row[1])
+
+    def _delete_faces(
+        self, conn: Connection, collection: CollectionRecord, ids: list[str]
+    ) -> list[str]:
+        """Delete faces, their vectors and the images left without faces; the ids deleted."""
+        if not ids:
+            return []
+        t = tables_for(collection.schema_name)
+        self._index(collection).delete(conn, collection, ids)
+        deleted = conn.execute(
+            t.faces.delete()
+            .where(t.faces.c.id.in_(ids))
+            .returning(t.faces.c.id, t.faces.c.image_id)
+        ).all()
+        image_ids = list({row.image_id for row in deleted})
+        if image_ids:
+            still_used = select(t.faces.c.id).where(t.faces.c.image_id == t.images.c.id)
+            conn.execute(
+                t.images.delete().where(t.images.c.id.in_(image_ids), ~still_used.exists())
+            )
+        gone = {str(row.id) for row in deleted}
+        return [i for i in ids if i in gone]
+
+    @staticmethod
     def _faces_by_id(
         conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
     ) -> list[FaceRecord]:
         if not face_ids:
             return []
-        faces = tables_for(collection.schema_name).faces
-        rows = conn.execute(select(faces).where(faces.c.id.in_(list(face_ids)))).all()
+        t = tables_for(collection.schema_name)
+        rows = conn.execute(_faces_query(t).where(t.faces.c.id.in_(list(face_ids)))).all()
         by_id = {str(row.id): _face_record(row) for row in rows}
         return [by_id[i] for i in face_ids if i in by_id]
 
 
-def _collection_record(row: Row[Any], face_count: int | None) -> CollectionRecord:
+def _collection_record(
+    row: Row[Any], face_count: int | None, person_count: int | None
+) -> CollectionRecord:
     quoted_schema(row.schema_name)  # a control row we did not write is refused here
     return CollectionRecord(
         id=str(row.id),
@@ -313,6 +341,7 @@ def _collection_record(row: Row[Any], face_count: int | None) -> CollectionRecor
         metadata=dict(row.metadata),
         created_at=row.created_at,
         face_count=face_count,
+        person_count=person_count,
     )
 
 
@@ -334,6 +363,19 @@ def _face_row(face: NewFace, image_id: str, external_image_id: str | None) -> di
     }
 
 
+def _faces_query(t: CollectionTables) -> Select[Any]:
+    """Faces with the client's id of their person (the person's row id stays inside) and the
+    size of their image."""
+    person = t.persons.c.external_id.label("person_external_id")
+    width = t.images.c.width.label("image_width")
+    height = t.images.c.height.label("image_height")
+    return select(t.faces, person, width, height).select_from(
+        t.faces.outerjoin(t.persons, t.faces.c.person_id == t.persons.c.id).join(
+            t.images, t.faces.c.image_id == t.images.c.id
+        )
+    )
+
+
 def _face_record(row: Row[Any]) -> FaceRecord:
     return FaceRecord(
         face_id=str(row.id),
@@ -344,6 +386,8 @@ def _face_record(row: Row[Any]) -> FaceRecord:
         confidence=float(row.confidence),
         quality=row.quality,
         metadata=row.metadata,
-        person_id=None if row.person_id is None else str(row.person_id),
+        person_id=row.person_external_id,
         created_at=row.created_at,
+        image_width=row.image_width,
+        image_height=row.image_height,
     )

@@ -17,6 +17,10 @@ from serve_app.errors import InvalidParameter
 # Rekognition's CollectionId pattern.
 _COLLECTION_NAME = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
 _CURSOR = re.compile(r"v1:(\d{1,18})")
+# Rekognition's UserId and ClientRequestToken patterns.
+_PERSON_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")
+_REQUEST_TOKEN = re.compile(r"[a-zA-Z0-9\-_]{1,64}")
+_PERSON_CURSOR = re.compile(r"p1:([a-zA-Z0-9_.\-:]{1,128})")
 MAX_IDS = 4096
 MAX_TEXT = 255
 
@@ -27,6 +31,24 @@ def collection_name(name: object) -> str:
             f"invalid collection name {name!r}: use 1-255 characters from a-z A-Z 0-9 _ . -"
         )
     return name
+
+
+def person_id(value: object, what: str = "person_id") -> str:
+    if not isinstance(value, str) or not _PERSON_ID.fullmatch(value):
+        raise InvalidParameter(
+            f"invalid {what} {str(value)[:140]!r}: use 1-128 characters from a-z A-Z 0-9 _ . - :"
+        )
+    return value
+
+
+def request_token(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _REQUEST_TOKEN.fullmatch(value):
+        raise InvalidParameter(
+            f"invalid request token {str(value)[:70]!r}: use 1-64 characters from a-z A-Z 0-9 - _"
+        )
+    return value
 
 
 def face_ids(ids: Iterable[object]) -> list[str]:
@@ -148,12 +170,28 @@ def encode_cursor(seq: int) -> str:
 
 def decode_cursor(cursor: object) -> int:
     """The seq a cursor from `encode_cursor` points after."""
-    if isinstance(cursor, str) and len(cursor) <= 64:
+    match = _CURSOR.fullmatch(_cursor_text(cursor))
+    if match:
+        return int(match.group(1))
+    raise InvalidParameter(f"invalid pagination cursor {str(cursor)[:80]!r}")
+
+
+def encode_person_cursor(person_id: str) -> str:
+    return base64.urlsafe_b64encode(f"p1:{person_id}".encode()).decode().rstrip("=")
+
+
+def decode_person_cursor(cursor: object) -> str:
+    """The person id a cursor from `encode_person_cursor` points after."""
+    match = _PERSON_CURSOR.fullmatch(_cursor_text(cursor))
+    if match:
+        return match.group(1)
+    raise InvalidParameter(f"invalid pagination cursor {str(cursor)[:80]!r}")
+
+
+def _cursor_text(cursor: object) -> str:
+    if isinstance(cursor, str) and len(cursor) <= 200:
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+            return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            raw = ""
-        match = _CURSOR.fullmatch(raw)
-        if match:
-            return int(match.group(1))
-    raise InvalidParameter(f"invalid pagination cursor {cursor!r}")
+            pass
+    return ""

@@ -55,6 +55,13 @@ class VectorIndex(ABC):
     ) -> np.ndarray | None:
         """The stored vector of one face, or None."""
 
+    def get_many(
+        self, conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The stored vectors of these faces, by face id (unknown ids are left out)."""
+        found = {face_id: self.get(conn, collection, face_id) for face_id in face_ids}
+        return {face_id: vector for face_id, vector in found.items() if vector is not None}
+
     @abstractmethod
     def search(
         self,
@@ -65,6 +72,21 @@ class VectorIndex(ABC):
         min_cosine: float,
     ) -> list[tuple[str, float]]:
         """Up to `k` (face_id, cosine similarity) at or above `min_cosine`, most similar first."""
+
+    @abstractmethod
+    def search_persons(
+        self,
+        conn: Connection,
+        collection: CollectionRecord,
+        vector: np.ndarray,
+        k: int,
+        min_cosine: float,
+        exclude_person: str | None = None,
+        exclude_face: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """Up to `k` (person row id, best cosine similarity of its faces) at or above
+        `min_cosine`, most similar first. Only faces that belong to a person count (the
+        collection's `faces.person_id`), less those of `exclude_person` and `exclude_face`."""
 
     @abstractmethod
     def count(self, conn: Connection, collection: CollectionRecord) -> int:

@@ -13,7 +13,7 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import Column, Connection, MetaData, Table, func, literal, select, text
 from sqlalchemy.dialects.postgresql import UUID
 
-from serve_app.store.collection_schema import quoted_schema
+from serve_app.store.collection_schema import quoted_schema, tables_for
 from serve_app.store.records import CollectionRecord
 from serve_app.store.vectors.base import VectorIndex
 
@@ -28,6 +28,10 @@ from serve_app.store.vectors.base import VectorIndex
 EXACT_SEARCH_BELOW = 5_000
 DEFAULT_EF_SEARCH = 100
 MAX_EF_SEARCH = 1_000  # pgvector's upper limit for hnsw.ef_search
+# A person search over HNSW aggregates this many nearest faces per wanted person (a person
+# holds up to 100 faces), up to MAX_PERSON_CANDIDATES.
+PERSON_CANDIDATES_PER_RESULT = 10
+MAX_PERSON_CANDIDATES = 5_000
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 
@@ -37,6 +41,7 @@ class PgVectorIndex(VectorIndex):
 
     name = "pgvector"
     max_dim = 2_000  # the most dimensions an HNSW index on `vector` accepts
+    _iterative_scan: bool | None = None  # whether the server's pgvector has it (asked once)
 
     def create(self, conn: Connection, collection: CollectionRecord) -> None:
         s = quoted_schema(collection.schema_name)
@@ -99,6 +104,17 @@ class PgVectorIndex(VectorIndex):
         ).scalar_one_or_none()
         return None if value is None else np.asarray(value, dtype=np.float32)
 
+    def get_many(
+        self, conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        if len(face_ids) == 0:
+            return {}
+        table = _vectors_table(collection.schema_name, collection.embedding_dim)
+        rows = conn.execute(
+            select(table.c.face_id, table.c.embedding).where(table.c.face_id.in_(list(face_ids)))
+        ).all()
+        return {str(face_id): np.asarray(vector, dtype=np.float32) for face_id, vector in rows}
+
     def search(
         self,
         conn: Connection,
@@ -127,9 +143,80 @@ class PgVectorIndex(VectorIndex):
         hits = [(str(face_id), min(1.0, max(-1.0, 1.0 - d))) for face_id, d in rows]
         return [(face_id, cosine) for face_id, cosine in hits if cosine >= min_cosine]
 
+    def search_persons(
+        self,
+        conn: Connection,
+        collection: CollectionRecord,
+        vector: np.ndarray,
+        k: int,
+        min_cosine: float,
+        exclude_person: str | None = None,
+        exclude_face: str | None = None,
+    ) -> list[tuple[str, float]]:
+        table = _vectors_table(collection.schema_name, collection.embedding_dim)
+        faces = tables_for(collection.schema_name).faces
+        distance = table.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
+        conditions = [faces.c.person_id.is_not(None)]
+        if exclude_person is not None:
+            conditions.append(faces.c.person_id != exclude_person)
+        if exclude_face is not None:
+            conditions.append(table.c.face_id != exclude_face)
+        joined = table.join(faces, faces.c.id == table.c.face_id)
+        few = self._few_person_faces(conn, faces, EXACT_SEARCH_BELOW)
+        if few or not self._has_iterative_scan(conn):
+            # Every person's nearest face, exactly.
+            candidates = select(faces.c.person_id, distance.label("distance")).select_from(joined)
+            candidates = candidates.where(*conditions).subquery()
+        else:
+            # The nearest faces that belong to persons, through HNSW: pgvector's iterative scan
+            # keeps going past ef_search until enough faces pass the person filter.
+            n = min(MAX_PERSON_CANDIDATES, max(DEFAULT_EF_SEARCH, PERSON_CANDIDATES_PER_RESULT * k))
+            conn.execute(
+                text(
+                    "SELECT set_config('hnsw.ef_search', :ef, true), "
+                    "set_config('hnsw.iterative_scan', 'strict_order', true)"
+                ),
+                {"ef": str(min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, 2 * k)))},
+            )
+            candidates = (
+                select(faces.c.person_id, distance.label("distance"))
+                .select_from(joined)
+                .where(*conditions)
+                .order_by("distance")
+                .limit(n)
+                .subquery()
+            )
+        best = func.min(candidates.c.distance).label("distance")
+        rows = conn.execute(
+            select(candidates.c.person_id, best)
+            .group_by(candidates.c.person_id)
+            .order_by("distance")
+            .limit(k)
+        ).all()
+        hits = [(str(person), min(1.0, max(-1.0, 1.0 - d))) for person, d in rows]
+        return [(person, cosine) for person, cosine in hits if cosine >= min_cosine]
+
     def count(self, conn: Connection, collection: CollectionRecord) -> int:
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def _has_iterative_scan(self, conn: Connection) -> bool:
+        # pgvector 0.8 added iterative index scans; without them a filtered HNSW scan stops
+        # at ef_search rows, so older servers search persons exactly instead.
+        if self._iterative_scan is None:
+            version = conn.execute(
+                text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            ).scalar_one_or_none()
+            parts = tuple(int(p) for p in str(version or "0").split(".")[:2] if p.isdigit())
+            self._iterative_scan = parts >= (0, 8)
+        return self._iterative_scan
+
+    @staticmethod
+    def _few_person_faces(conn: Connection, faces: Table, n: int) -> bool:
+        # Reads at most n entries of the faces_person_id index.
+        head = select(literal(1)).select_from(faces).where(faces.c.person_id.is_not(None))
+        head = head.limit(n).subquery()
+        return conn.execute(select(func.count()).select_from(head)).scalar_one() < n
 
     @staticmethod
     def _holds_fewer_than(conn: Connection, table: Table, n: int) -> bool:

@@ -1,0 +1,146 @@
+"""The AWS JSON 1.1 wire protocol: `POST /` with `X-Amz-Target: RekognitionService.<Op>`.
+
+One request: read the body (capped), verify its SigV4 signature, find the operation, parse
+and validate the JSON against botocore's model, run the handler, answer in AWS's shapes.
+Every failure becomes an AWS-shaped error; tracebacks go to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from serve_app.api.payload import BODY_SLACK, read_body
+from serve_app.api.rekognition import users  # noqa: F401  (registers the user operations)
+from serve_app.api.rekognition.errors import (
+    CONTENT_TYPE,
+    RekognitionError,
+    from_service_error,
+    internal_error,
+    is_capacity_error,
+    throughput_exceeded,
+)
+from serve_app.api.rekognition.images import ImageLoader
+from serve_app.api.rekognition.operations import OPERATIONS, Context
+from serve_app.api.rekognition.sigv4 import SignedRequest, SigV4Verifier
+from serve_app.api.rekognition.validation import operation_model, validate_input
+from serve_app.config import RekognitionConfig
+from serve_app.errors import FaceserveError
+from serve_app.service.faces import FaceService
+
+logger = logging.getLogger(__name__)
+
+TARGET_PREFIX = "RekognitionService."
+MAX_BYTES_IMAGE = 5 * 1024 * 1024
+# CompareFaces carries two 5 MB images, base64-encoded (4/3 larger).
+BODY_LIMIT = 2 * (MAX_BYTES_IMAGE * 4 // 3 + 4) + BODY_SLACK
+_JSON_TYPES = {"application/x-amz-json-1.1", "application/x-amz-json-1.0", "application/json"}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RekognitionError(
+            "SerializationException", f"request body is not JSON: {exc}"
+        ) from None
+
+
+def _signed_request(request: Request, body: bytes) -> SignedRequest:
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    return SignedRequest(
+        method=request.method,
+        raw_path=raw_path.decode("latin-1").split("?", 1)[0],
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=[(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]],
+        body=body,
+    )
+
+
+class RekognitionEndpoint:
+    """The `POST /` handler over one FaceService."""
+
+    def __init__(self, service: FaceService, config: RekognitionConfig) -> None:
+        self.context = Context(
+            service, ImageLoader(config.s3_endpoint_url, config.region), config.region
+        )
+        self.verifier: SigV4Verifier | None = None
+        if config.auth == "disabled":
+            logger.warning(
+                "Rekognition API: SigV4 verification is DISABLED (FACESERVE_AWS_AUTH=disabled); "
+                "anyone who can reach this port can call it. For local development only."
+            )
+        else:
+            self.verifier = SigV4Verifier(config.keys)
+            if not config.keys:
+                logger.warning(
+                    "Rekognition API: no access keys configured (FACESERVE_AWS_KEYS or "
+                    "FACESERVE_AWS_KEYS_FILE); every request will be refused"
+                )
+
+    async def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        errors: dict[str, str] = {}
+        try:
+            body = await read_body(request, BODY_LIMIT)
+            if self.verifier is not None:
+                self.verifier.verify(_signed_request(request, body))
+            name = self._operation_name(request)
+            operation = OPERATIONS[name]
+            errors = operation.errors
+            params = validate_input(operation_model(name), _parse_json(body))
+            result = await operation.handler(self.context, params)
+            return JSONResponse(
+                result, headers={"x-amzn-RequestId": request_id}, media_type=CONTENT_TYPE
+            )
+        except RekognitionError as exc:
+            return exc.response(request_id)
+        except FaceserveError as exc:
+            error = from_service_error(exc, errors)
+            if error.status >= 500:
+                logger.error("Rekognition request %s failed: %s", request_id, exc.message)
+            return error.response(request_id)
+        except Exception as exc:
+            if is_capacity_error(exc):
+                return throughput_exceeded().response(request_id)
+            logger.error("Rekognition request %s raised", request_id, exc_info=exc)
+            return internal_error().response(request_id)
+
+    @staticmethod
+    def _operation_name(request: Request) -> str:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and media_type not in _JSON_TYPES:
+            raise RekognitionError(
+                "SerializationException",
+                f"content type {media_type!r} is not accepted; send {CONTENT_TYPE}",
+            )
+        target = request.headers.get("x-amz-target", "")
+        if not target.startswith(TARGET_PREFIX):
+            raise RekognitionError(
+                "UnknownOperationException",
+                f"X-Amz-Target must be {TARGET_PREFIX}<Operation>, got {target[:100]!r}",
+            )
+        name = target[len(TARGET_PREFIX) :]
+        if name not in OPERATIONS:
+            raise RekognitionError(
+                "UnknownOperationException", f"operation {name[:64]!r} is not supported here"
+            )
+        return name
+
+
+def rekognition_route(service: FaceService, config: RekognitionConfig) -> Route:
+    """`POST /`: the Rekognition-compatible API, for mounting into the REST app."""
+    return Route("/", RekognitionEndpoint(service, config).handle, methods=["POST"])

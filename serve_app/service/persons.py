@@ -1,0 +1,303 @@
+"""Persons: faces of one individual grouped under an id the client chose (Rekognition's
+users). Create, associate and disassociate faces, merge, delete, and search persons by image,
+by face or by person.
+
+Rekognition's rules: at most 100 face ids a call and 100 faces a person; a face joins a person
+that has faces only if it resembles one of them (UserMatchThreshold, default 75); searches
+default to threshold 80 and 10 results (at most 500). A person's similarity is the best of
+its faces'. No Ray, no HTTP: the storage and pipeline ports of the `FaceService` it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from serve_app.errors import InvalidParameter, NotFound
+from serve_app.service.analysis import validate_threshold
+from serve_app.service.ports import Pipeline
+from serve_app.store.records import (
+    CollectionRecord,
+    FaceRecord,
+    PersonFacesChange,
+    PersonRecord,
+)
+from serve_app.vision.types import DetectedFace
+
+if TYPE_CHECKING:
+    from serve_app.service.faces import FaceService
+
+MAX_FACE_IDS = 100  # a call (Rekognition's FaceIds)
+MAX_PERSON_FACES = 100  # a person (Rekognition's faces per user)
+DEFAULT_ASSOCIATION_THRESHOLD = 75.0  # Rekognition's UserMatchThreshold
+DEFAULT_SEARCH_THRESHOLD = 80.0
+DEFAULT_SEARCH_RESULTS = 10
+MAX_SEARCH_RESULTS = 500  # Rekognition's MaxUsers
+
+
+@dataclass(frozen=True)
+class FaceAssociation:
+    """A face that could not be associated (or disassociated), and why."""
+
+    face_id: str
+    reasons: list[str]  # FACE_NOT_FOUND, ASSOCIATED_TO_A_DIFFERENT_USER, LOW_MATCH_CONFIDENCE
+    similarity: float | None = None  # LOW_MATCH_CONFIDENCE: best similarity to the person's faces
+    person_id: str | None = None  # ASSOCIATED_TO_A_DIFFERENT_USER: whom it belongs to
+
+
+@dataclass(frozen=True)
+class AssociationResult:
+    associated: list[str]  # face ids that belong (or, disassociating, no longer belong) to it
+    unsuccessful: list[FaceAssociation]
+    person: PersonRecord  # after the change
+
+
+@dataclass(frozen=True)
+class PersonMatch:
+    similarity: float  # 0-100: the best of the person's faces
+    person: PersonRecord
+
+
+@dataclass(frozen=True)
+class PersonSearchResult:
+    collection: CollectionRecord
+    searched_face: DetectedFace | FaceRecord | None  # by image, by face, by person
+    matches: list[PersonMatch]  # best first
+    unsearched: list[DetectedFace]  # by image: the image's other (smaller) faces
+
+
+def _count(name: str, value: Any, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"{name} must be an integer between 1 and {high}")
+    if not 1 <= value <= high:
+        raise InvalidParameter(f"{name} must be between 1 and {high}, got {value}")
+    return value
+
+
+def _face_ids(face_ids: Any) -> list[str]:
+    if isinstance(face_ids, str | bytes) or not isinstance(face_ids, list | tuple):
+        raise InvalidParameter("face_ids must be a list of face ids")
+    if not 1 <= len(face_ids) <= MAX_FACE_IDS:
+        raise InvalidParameter(
+            f"face_ids must hold 1 to {MAX_FACE_IDS} face ids, got {len(face_ids)}"
+        )
+    return list(face_ids)
+
+
+def _metadata(metadata: Any) -> dict:
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidParameter("metadata must be a JSON object")
+    return metadata or {}
+
+
+class PersonService:
+    """Persons of the collections of one `FaceService` (its storage and pipelines)."""
+
+    def __init__(self, faces: FaceService) -> None:
+        self._faces = faces
+
+    @property
+    def _storage(self) -> Any:
+        return self._faces.storage
+
+    # Persons -----------------------------------------------------------------------------
+
+    async def create_person(
+        self,
+        collection: str,
+        person_id: str,
+        metadata: dict | None = None,
+        request_token: str | None = None,
+    ) -> PersonRecord:
+        """A new person without faces; AlreadyExists if `person_id` is taken (a retry with the
+        same `request_token` gets the first reply instead)."""
+        return await self._storage.create_person(
+            collection, person_id, _metadata(metadata), request_token
+        )
+
+    async def get_person(self, collection: str, person_id: str) -> PersonRecord:
+        return await self._storage.get_person(collection, person_id)
+
+    async def list_persons(
+        self, collection: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[PersonRecord], str | None]:
+        """A page of persons by id, and the cursor of the next page (None at the end)."""
+        limit = _count("limit", limit, 4096)
+        return await self._storage.list_persons(collection, limit, cursor)
+
+    async def delete_person(
+        self,
+        collection: str,
+        person_id: str,
+        delete_faces: bool = False,
+        request_token: str | None = None,
+    ) -> None:
+        """Delete a person; its faces stay, belonging to nobody, unless `delete_faces`."""
+        await self._storage.delete_person(collection, person_id, delete_faces, request_token)
+
+    async def merge_persons(self, collection: str, into: str, other: str) -> PersonRecord:
+        """Move `other`'s faces to `into` and delete `other` (one transaction). `into` keeps
+        its metadata, plus the keys of `other`'s it lacks."""
+        return await self._storage.merge_persons(collection, into, other, MAX_PERSON_FACES)
+
+    # Faces of a person -------------------------------------------------------------------
+
+    async def associate_faces(
+        self,
+        collection: str,
+        person_id: str,
+        face_ids: list[str],
+        threshold: float | None = None,
+        request_token: str | None = None,
+    ) -> AssociationResult:
+        """Make indexed faces the person's. Once the person has faces, a new one must reach
+        `threshold` (default 75) with at least one of them; a face of another person, or an
+        unknown one, is refused; one already the person's counts as associated."""
+        ids = _face_ids(face_ids)
+        threshold = validate_threshold(
+            DEFAULT_ASSOCIATION_THRESHOLD if threshold is None else threshold
+        )
+        pipeline = await self._pipeline(collection)
+        change = await self._storage.associate_faces(
+            collection,
+            person_id,
+            ids,
+            _min_cosine(pipeline, threshold),
+            MAX_PERSON_FACES,
+            request_token,
+        )
+        return _association(change, pipeline)
+
+    async def disassociate_faces(
+        self,
+        collection: str,
+        person_id: str,
+        face_ids: list[str],
+        request_token: str | None = None,
+    ) -> AssociationResult:
+        """Make the person's faces belong to nobody; a face of another person, or an unknown
+        one, is refused; one that belongs to nobody counts as disassociated."""
+        ids = _face_ids(face_ids)
+        change = await self._storage.disassociate_faces(collection, person_id, ids, request_token)
+        return _association(change, None)
+
+    # Search ------------------------------------------------------------------------------
+
+    async def search_persons_by_image(
+        self,
+        collection: str,
+        image: bytes,
+        threshold: float | None = None,
+        max_results: int | None = None,
+    ) -> PersonSearchResult:
+        """The persons the image's largest face resembles, best first."""
+        threshold, k = _search_params(threshold, max_results)
+        record = await self._storage.get_collection(collection)
+        pipeline = self._faces._pipeline_for(record)
+        found = await pipeline.detect(image)
+        if not found.faces:
+            raise InvalidParameter("no face detected in the image")
+        face = found.faces[0]
+        vector = (await pipeline.embed(face.chip[None]))[0]
+        matches = await self._matches(record, pipeline, vector, threshold, k)
+        return PersonSearchResult(record, face, matches, list(found.faces[1:]))
+
+    async def search_persons_by_face(
+        self,
+        collection: str,
+        face_id: str,
+        threshold: float | None = None,
+        max_results: int | None = None,
+    ) -> PersonSearchResult:
+        """The persons an indexed face resembles, best first. The face itself is left out of
+        the comparison: its own person is found through its other faces."""
+        threshold, k = _search_params(threshold, max_results)
+        record = await self._storage.get_collection(collection)
+        pipeline = self._faces._pipeline_for(record)
+        faces = await self._storage.get_faces(collection, [face_id])
+        if not faces:
+            raise NotFound(f"face {face_id} not found in collection {collection!r}")
+        vector = await self._storage.get_embedding(collection, face_id)
+        matches = await self._matches(
+            record, pipeline, vector, threshold, k, exclude_face=faces[0].face_id
+        )
+        return PersonSearchResult(record, faces[0], matches, [])
+
+    async def search_persons_by_person(
+        self,
+        collection: str,
+        person_id: str,
+        threshold: float | None = None,
+        max_results: int | None = None,
+    ) -> PersonSearchResult:
+        """Other persons who resemble this one (any of its faces), best first: candidates
+        for a merge."""
+        threshold, k = _search_params(threshold, max_results)
+        record = await self._storage.get_collection(collection)
+        pipeline = self._faces._pipeline_for(record)
+        vectors = await self._storage.person_embeddings(collection, person_id)
+        matches: list[PersonMatch] = []
+        if len(vectors):
+            matches = await self._matches(
+                record, pipeline, vectors, threshold, k, exclude_person=person_id
+            )
+        return PersonSearchResult(record, None, matches, [])
+
+    # Internals ---------------------------------------------------------------------------
+
+    async def _pipeline(self, collection: str) -> Pipeline:
+        return self._faces._pipeline_for(await self._storage.get_collection(collection))
+
+    async def _matches(
+        self,
+        collection: CollectionRecord,
+        pipeline: Pipeline,
+        vectors: np.ndarray,
+        threshold: float,
+        k: int,
+        exclude_person: str | None = None,
+        exclude_face: str | None = None,
+    ) -> list[PersonMatch]:
+        hits = await self._storage.search_persons(
+            collection.name,
+            vectors,
+            k,
+            _min_cosine(pipeline, threshold),
+            exclude_person=exclude_person,
+            exclude_face=exclude_face,
+        )
+        matches = [
+            PersonMatch(float(pipeline.calibration.similarity(cosine)), person)
+            for person, cosine in hits
+        ]
+        return [m for m in matches if m.similarity >= threshold][:k]
+
+
+def _min_cosine(pipeline: Pipeline, threshold: float) -> float:
+    """The cosine similarity `threshold` % stands for, within [-1, 1]."""
+    return min(1.0, max(-1.0, pipeline.calibration.cosine_at(threshold)))
+
+
+def _search_params(threshold: float | None, max_results: int | None) -> tuple[float, int]:
+    threshold = validate_threshold(DEFAULT_SEARCH_THRESHOLD if threshold is None else threshold)
+    k = DEFAULT_SEARCH_RESULTS if max_results is None else max_results
+    return threshold, _count("max_results", k, MAX_SEARCH_RESULTS)
+
+
+def _association(change: PersonFacesChange, pipeline: Pipeline | None) -> AssociationResult:
+    unsuccessful = [
+        FaceAssociation(
+            refused.face_id,
+            [str(refused.reason)],
+            similarity=(
+                None
+                if refused.cosine is None or pipeline is None
+                else float(pipeline.calibration.similarity(refused.cosine))
+            ),
+            person_id=refused.person_id,
+        )
+        for refused in change.refused
+    ]
+    return AssociationResult(list(change.changed), unsuccessful, change.person)
