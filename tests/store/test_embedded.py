@@ -86,6 +86,11 @@ def test_crash_then_start_recovers_committed_data(
     pid_file = server.pgdata / "postmaster.pid"
     os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
     assert pid_file.exists()  # left behind, stale
+    # The postmaster's backends notice its death a moment later: until then a pooled
+    # connection may still answer.
+    deadline = time.monotonic() + 15
+    while store.ping() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not store.ping()
 
     recovered = EmbeddedPostgres(server_dirs / "crash", port=port)
