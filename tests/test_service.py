@@ -82,3 +82,17 @@ def test_max_faces_keeps_the_largest_and_reports_the_rest(
             await service.search_by_image("max-faces", t1_bytes, threshold="high")  # type: ignore[arg-type]
 
     asyncio.run(run())
+
+
+def test_quality_filter_on_compare_drops_faces_before_comparing(
+    store: Store, pack: DlibR29Pack, t1_bytes: bytes
+) -> None:
+    service = _service(store, pack, False)
+
+    async def run() -> None:
+        everyone = await service.compare(t1_bytes, t1_bytes)
+        strict = await service.compare(t1_bytes, t1_bytes, quality_filter="HIGH")
+        assert len(everyone.matches) + len(everyone.unmatched) == 6
+        assert 1 <= len(strict.matches) + len(strict.unmatched) < 6
+
+    asyncio.run(run())

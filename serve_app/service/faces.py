@@ -19,7 +19,7 @@ from serve_app.service.analysis import (
 )
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline
-from serve_app.service.quality_filter import QualityFilter, Reason, select_faces
+from serve_app.service.quality_filter import QualityFilter, Reason, quality_reasons, select_faces
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
 from serve_app.vision.packs.registry import pack_class
 from serve_app.vision.types import DetectedFace
@@ -86,6 +86,17 @@ def _external_id(value: str | None) -> str | None:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_EXTERNAL_ID:
         raise InvalidParameter(f"external_image_id must be 1 to {MAX_EXTERNAL_ID} characters")
     return value
+
+
+def _require_quality(face: DetectedFace, quality_filter: str | None, role: str) -> None:
+    if quality_filter is None:
+        return
+    reasons = quality_reasons(face, QualityFilter.parse(quality_filter))
+    if reasons:
+        raise InvalidParameter(
+            f"the largest face in the {role} does not pass QualityFilter={quality_filter} "
+            f"({', '.join(reasons)})"
+        )
 
 
 class FaceService:
@@ -238,8 +249,10 @@ class FaceService:
         image: bytes,
         threshold: float | None = None,
         max_results: int | None = None,
+        quality_filter: str | None = None,
     ) -> SearchResult:
-        """The image's largest face against the collection, best match first."""
+        """The image's largest face against the collection, best match first. With
+        `quality_filter`, a largest face below that bar is an error, not searched."""
         threshold, k = self._search_params(threshold, max_results)
         collection = await self.storage.get_collection(collection_name)
         pipeline = self._pipeline_for(collection)
@@ -247,6 +260,7 @@ class FaceService:
         if not found.faces:
             raise InvalidParameter("no face detected in the image")
         face = found.faces[0]
+        _require_quality(face, quality_filter, "image")
         vector = (await pipeline.embed(face.chip[None]))[0]
         matches = await self._matches(collection, pipeline, vector, threshold, k)
         return SearchResult(collection, face, matches)
@@ -276,15 +290,24 @@ class FaceService:
         return await self.default_pipeline.detect(image)
 
     async def compare(
-        self, source: bytes, target: bytes, threshold: float | None = None
+        self,
+        source: bytes,
+        target: bytes,
+        threshold: float | None = None,
+        quality_filter: str | None = None,
     ) -> CompareResult:
-        """The source's largest face against every face in the target."""
+        """The source's largest face against every face in the target. With
+        `quality_filter`, faces below that bar are not compared (a source face: an error)."""
         threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
         pipeline = self.default_pipeline
         source_faces = (await pipeline.detect(source)).faces
         if not source_faces:
             raise InvalidParameter("no face detected in the source image")
+        _require_quality(source_faces[0], quality_filter, "source image")
         target_faces = (await pipeline.detect(target)).faces
+        if quality_filter is not None:
+            level = QualityFilter.parse(quality_filter)
+            target_faces = [f for f in target_faces if not quality_reasons(f, level)]
         result = CompareResult(pipeline.model_version, source_faces[0])
         if not target_faces:
             return result

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.api.rekognition import shapes
-from serve_app.api.rekognition.errors import RekognitionError, invalid_parameter
+from serve_app.api.rekognition.errors import RekognitionError
 from serve_app.api.rekognition.images import ImageLoader
 from serve_app.service.faces import MAX_INDEX_FACES, FaceService
-from serve_app.service.quality_filter import QualityFilter, quality_reasons
 from serve_app.vision.image import read_image_size
 from serve_app.vision.types import DetectedFace
 
@@ -57,18 +56,6 @@ def operation(name: str, errors: dict[str, str] | None = None) -> Callable[[Hand
 def page_size(value: int | None, default: int) -> int:
     """MaxResults: absent or 0 (the model allows 0) means the default."""
     return value or default
-
-
-def check_quality(face: DetectedFace, level: str | None, role: str) -> None:
-    """QualityFilter on the face a search uses: filtered faces are not searched."""
-    if level is None:
-        return
-    reasons = quality_reasons(face, QualityFilter.parse(level))
-    if reasons:
-        raise invalid_parameter(
-            f"the largest face in the {role} does not pass QualityFilter={level} "
-            f"({', '.join(reasons)})"
-        )
 
 
 def image_frame(image: bytes, model_version: str) -> shapes.Frame:
@@ -243,10 +230,10 @@ async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
         image,
         threshold=p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
         max_results=p.get("MaxFaces"),
+        quality_filter=p.get("QualityFilter"),
     )
     searched = result.searched_face
     assert isinstance(searched, DetectedFace)
-    check_quality(searched, p.get("QualityFilter"), "image")
     frame = image_frame(image, result.collection.model_version)
     return {
         "SearchedFaceBoundingBox": frame.box(searched.box),
@@ -273,15 +260,13 @@ async def compare_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     source = await ctx.images.load(p["SourceImage"], "SourceImage")
     target = await ctx.images.load(p["TargetImage"], "TargetImage")
     result = await ctx.service.compare(
-        source, target, threshold=p.get("SimilarityThreshold", DEFAULT_FACE_MATCH_THRESHOLD)
+        source,
+        target,
+        threshold=p.get("SimilarityThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        quality_filter=p.get("QualityFilter"),
     )
-    level = p.get("QualityFilter")
-    check_quality(result.source_face, level, "source image")
     source_frame = image_frame(source, result.model_version)
     target_frame = image_frame(target, result.model_version)
-
-    def kept(face: DetectedFace) -> bool:  # "Filtered faces aren't compared."
-        return level is None or not quality_reasons(face, QualityFilter.parse(level))
 
     return {
         "SourceImageFace": {
@@ -291,7 +276,6 @@ async def compare_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         "FaceMatches": [
             {"Similarity": float(m.similarity), "Face": target_frame.face_detail(m.face)}
             for m in result.matches
-            if kept(m.face)
         ],
-        "UnmatchedFaces": [target_frame.face_detail(f) for f in result.unmatched if kept(f)],
+        "UnmatchedFaces": [target_frame.face_detail(f) for f in result.unmatched],
     }
