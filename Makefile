@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models serve test lint format bench clean
+.PHONY: install models serve test lint format bench clean manifests
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ format: install
 
 bench: models
 	$(BIN)/python -m bench.run --output BENCHMARKS.md
+
+# Regenerates the RayService's serveConfigV2 (manifests/rayservice.yaml) from serve_config.yaml.
+manifests: install
+	$(BIN)/python scripts/sync_rayservice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
