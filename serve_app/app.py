@@ -2,7 +2,7 @@
 
     HTTP -> Ingress -+-> Detector (decode + detect + align)
                      +-> Embedder (batched ONNX)
-                     +-> Search   (PostgreSQL + pgvector)
+                     +-> Search   (PostgreSQL + pgvector or Pinecone)
 
 Deployment options (replicas, autoscaling, CPUs, batch sizes) live in serve_config.yaml;
 `serve run serve_config.yaml` applies them itself, `faceserve serve` applies them with
@@ -80,5 +80,5 @@ def build_app(args: dict[str, Any] | None = None, config_path: Path | None = Non
 
     detector = configured(Detector).bind(settings, cls.name)
     embedder = configured(Embedder).bind(settings, cls.name, model_key)
-    search = configured(Search).bind(database_url)
+    search = configured(Search).bind(database_url, settings)
     return configured(Ingress).bind(detector, embedder, search, settings, cls.name)

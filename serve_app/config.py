@@ -107,6 +107,18 @@ class Settings:
     # Where S3Object images are fetched from (empty: AWS's own endpoint for aws_region).
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
+    # Pinecone vector backend, offered to new collections when the API key is set (PostgreSQL
+    # stays the source of truth; see the README). Host: the control-plane URL, empty for
+    # Pinecone's cloud, e.g. http://localhost:5080 for Pinecone Local.
+    pinecone_api_key: str = field(default="", repr=False)  # secret: never in a repr or log
+    pinecone_host: str = ""
+    # Indexes are named `<prefix>-<collection uuid hex>`: at most 12 characters of a-z 0-9 -.
+    pinecone_index_prefix: str = "faceserve"
+    # Where a collection's serverless index lives unless the collection says otherwise.
+    pinecone_cloud: str = "aws"
+    pinecone_region: str = "us-east-1"
+    # Seconds between the Search deployment's repair passes (pending pushes, missing indexes).
+    pinecone_repair_interval_s: float = 60.0
 
     @property
     def image_limits(self) -> ImageLimits:

@@ -64,3 +64,11 @@ class ModelNotAvailable(FaceserveError):
 
     code = "model_not_available"
     http_status = 422
+
+
+class VectorStoreUnavailable(FaceserveError):
+    """The external vector store (Pinecone) failed us: unreachable, throttling, out of quota,
+    or refusing our credentials. Nothing the client sent was wrong; retrying later may work."""
+
+    code = "vector_store_unavailable"
+    http_status = 503

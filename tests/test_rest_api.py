@@ -260,11 +260,30 @@ def test_collection_created_from_a_form(client: TestClient) -> None:
         ({"name": "ok_name", "metadata": "text"}, 400, "invalid_parameter"),
         ({"name": "ok_name", "model_pack": "no-such-pack"}, 400, "invalid_parameter"),
         ({"name": "ok_name", "model_pack": "buffalo_l"}, 422, "model_not_available"),
+        ({"name": "ok_name", "vector_backend": "pinecone"}, 400, "invalid_parameter"),
+        ({"name": "ok_name", "vector_backend": "faiss"}, 400, "invalid_parameter"),
+        ({"name": "ok_name", "vector_backend": 7}, 400, "invalid_parameter"),
+        ({"name": "ok_name", "vector_options": {"cloud": "aws"}}, 400, "invalid_parameter"),
+        ({"name": "ok_name", "vector_options": "aws"}, 400, "invalid_parameter"),
     ],
 )
 def test_bad_collection_requests(client: TestClient, body: dict, status: int, code: str) -> None:
     assert_error(client.post("/v1/collections", json=body), status, code)
     assert_error(client.get("/v1/collections/ok_name"), 404, "not_found")
+
+
+def test_vector_backend_is_chosen_at_creation(client: TestClient, document: dict) -> None:
+    r = client.post("/v1/collections", json={"name": "on_pgvector", "vector_backend": "pgvector"})
+    assert r.status_code == 201, r.text
+    assert_documented(document, "/v1/collections", "post", r)
+    assert r.json()["vector_backend"] == "pgvector"
+    assert client.delete("/v1/collections/on_pgvector").status_code == 204
+    # A backend this service has not configured is refused, naming the ones it has.
+    refused = client.post("/v1/collections", json={"name": "x", "vector_backend": "pinecone"})
+    err = assert_error(refused, 400, "invalid_parameter")
+    assert "pinecone" in err["message"] and "available: pgvector" in err["message"]
+    described = document["paths"]["/v1/collections"]["post"]["requestBody"]["content"]
+    assert "vector_backend" in described["application/json"]["schema"]["properties"]
 
 
 # --- index, list, delete faces ----------------------------------------------------------------

@@ -25,6 +25,9 @@ _ERRORS = {
     "`unsupported_format`).",
     "422": "The model pack the request needs is not loaded (`model_not_available`).",
     "500": "Unexpected failure (`internal_error`); details are only in the server log.",
+    "503": "The collection's external vector store (Pinecone) is unreachable, throttling, "
+    "out of quota or refusing the service's credentials (`vector_store_unavailable`). "
+    "Nothing was wrong with the request; retry later.",
 }
 
 
@@ -138,7 +141,9 @@ def _operation(
         operation["parameters"] = parameters
     if body:
         operation["requestBody"] = body
-    operation["responses"] = responses | {code: _error(code) for code in errors + ["500"]}
+    # Whatever reads or writes a collection (those answer 404) may meet a Pinecone outage.
+    extra = ["500", "503"] if "404" in errors and "503" not in responses else ["500"]
+    operation["responses"] = responses | {code: _error(code) for code in errors + extra}
     return operation
 
 
@@ -234,7 +239,7 @@ def _paths() -> dict[str, Any]:
                 "createCollection",
                 "Create a collection",
                 {"201": _json(ref("Collection"), "The new collection.")},
-                ["400", "409", "413", "415", "422"],
+                ["400", "409", "413", "415", "422", "503"],
                 body=_body(
                     {
                         "name": {"type": "string", "examples": ["staff"]},
@@ -242,6 +247,18 @@ def _paths() -> dict[str, Any]:
                             "type": "string",
                             "description": "Model pack the collection is pinned to.",
                             "examples": ["dlib-r29"],
+                        },
+                        "vector_backend": {
+                            "type": "string",
+                            "description": "Where the collection's vectors live: pgvector "
+                            "(default) or pinecone (when the service has a Pinecone API key).",
+                            "examples": ["pgvector", "pinecone"],
+                        },
+                        "vector_options": {
+                            "type": "object",
+                            "description": "Backend options. Pinecone: cloud (aws, gcp, "
+                            "azure) and region of the collection's serverless index.",
+                            "examples": [{"cloud": "aws", "region": "us-east-1"}],
                         },
                         "metadata": _METADATA,
                     },

@@ -116,7 +116,11 @@ class RestHandlers:
         if not name:
             raise InvalidParameter("name is required")
         collection = await self.service.create_collection(
-            name, payload.text("model_pack"), payload.json_object("metadata")
+            name,
+            payload.text("model_pack"),
+            payload.json_object("metadata"),
+            vector_backend=payload.text("vector_backend"),
+            vector_options=payload.json_object("vector_options"),
         )
         return JSONResponse(collection_json(collection), 201)
 

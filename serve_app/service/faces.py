@@ -135,8 +135,19 @@ class FaceService:
     # Collections -------------------------------------------------------------------------
 
     async def create_collection(
-        self, name: str, model_pack: str | None = None, metadata: dict | None = None
+        self,
+        name: str,
+        model_pack: str | None = None,
+        metadata: dict | None = None,
+        vector_backend: str | None = None,
+        vector_options: dict | None = None,
     ) -> CollectionRecord:
+        """A new collection pinned to `model_pack`, its vectors in `vector_backend` (pgvector
+        unless asked; `vector_options` configure it, e.g. Pinecone's cloud and region)."""
+        if vector_backend is not None and not isinstance(vector_backend, str):
+            raise InvalidParameter("vector_backend must be a string")
+        if vector_options is not None and not isinstance(vector_options, dict):
+            raise InvalidParameter("vector_options must be a JSON object")
         pack = model_pack or self.default_pack
         cls = pack_class(pack)  # unknown names are a 400 listing the known packs
         if pack not in self.pipelines:
@@ -147,7 +158,12 @@ class FaceService:
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidParameter("metadata must be a JSON object")
         return await self.storage.create_collection(
-            name, self.pipelines[pack].model_version, cls.embedding_dim, "pgvector", metadata or {}
+            name,
+            self.pipelines[pack].model_version,
+            cls.embedding_dim,
+            vector_backend or "pgvector",
+            metadata or {},
+            vector_options=vector_options,
         )
 
     async def list_collections(self) -> list[CollectionRecord]:

@@ -5,7 +5,7 @@ from serve_app.store.database import create_engine_for, migrate
 from serve_app.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
 from serve_app.store.store import Store
-from serve_app.store.vectors import PgVectorIndex, VectorIndex
+from serve_app.store.vectors import PgVectorIndex, VectorIndex, vector_indexes_for
 
 __all__ = [
     "CollectionRecord",
@@ -19,4 +19,5 @@ __all__ = [
     "VectorIndex",
     "create_engine_for",
     "migrate",
+    "vector_indexes_for",
 ]

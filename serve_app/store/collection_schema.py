@@ -60,6 +60,63 @@ def drop_collection_schema(conn: Connection, schema_name: str) -> None:
     conn.execute(text(f"DROP SCHEMA IF EXISTS {quoted_schema(schema_name)} CASCADE"))
 
 
+# The metadata tables of a current schema (vector tables are the vector index's to check).
+METADATA_TABLES = ("images", "persons", "faces", "request_tokens")
+
+
+def table_exists(conn: Connection, schema_name: str, table: str) -> bool:
+    """Whether `schema_name.table` exists (False also when the schema does not)."""
+    found = conn.execute(
+        text("SELECT to_regclass(:name) IS NOT NULL"),
+        {"name": f"{quoted_schema(schema_name)}.{table}"},
+    )
+    return bool(found.scalar_one())
+
+
+def schema_exists(conn: Connection, schema_name: str) -> bool:
+    """Whether the collection schema exists."""
+    quoted_schema(schema_name)  # validates
+    found = conn.execute(
+        text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": schema_name}
+    )
+    return found.first() is not None
+
+
+def collection_schema_problems(conn: Connection, schema_name: str) -> list[str]:
+    """What is missing of a collection's metadata schema, in words ([] when whole)."""
+    if not schema_exists(conn, schema_name):
+        return [f"schema {schema_name} is missing"]
+    return [
+        f"table {schema_name}.{table} is missing"
+        for table in METADATA_TABLES
+        if not table_exists(conn, schema_name, table)
+    ]
+
+
+def repair_collection_schema(conn: Connection, schema_name: str) -> list[str]:
+    """Recreate what is missing of a collection's metadata schema; returns what was done.
+
+    A missing schema is created whole at SCHEMA_VERSION (the caller records that version).
+    Missing tables of an existing schema are created from the versioned DDL made idempotent:
+    sound while every upgrade only creates objects, which holds for versions 1-2."""
+    if not schema_exists(conn, schema_name):
+        create_collection_schema(conn, schema_name)
+        return [f"recreated schema {schema_name} (version {SCHEMA_VERSION}, empty)"]
+    missing = [t for t in METADATA_TABLES if not table_exists(conn, schema_name, t)]
+    if not missing:
+        return []
+    for version in range(1, SCHEMA_VERSION + 1):
+        _run(conn, schema_name, tuple(_idempotent(s) for s in _DDL_BY_VERSION[version]))
+    return [f"recreated table {schema_name}.{table} (empty)" for table in missing]
+
+
+def _idempotent(statement: str) -> str:
+    for verb in ("CREATE SCHEMA", "CREATE TABLE", "CREATE INDEX"):
+        if statement.startswith(verb + " "):
+            return statement.replace(verb, verb + " IF NOT EXISTS", 1)
+    raise ValueError(f"not a CREATE statement: {statement[:40]!r}")
+
+
 _DDL_V1 = (
     "CREATE SCHEMA {s}",
     """CREATE TABLE {s}.images (
@@ -111,6 +168,8 @@ def _run(conn: Connection, schema_name: str, statements: tuple[str, ...]) -> Non
     for statement in statements:
         conn.execute(text(statement.format(s=s)))
 
+
+_DDL_BY_VERSION = {1: _DDL_V1, 2: _DDL_V2}
 
 # from_version -> step that upgrades one collection schema to from_version + 1.
 UPGRADES: dict[int, Callable[[Connection, str], None]] = {

@@ -21,4 +21,5 @@ collections = Table(
     Column("metadata", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("schema_version", Integer, nullable=False),
+    Column("vector_options", JSONB, nullable=False),
 )

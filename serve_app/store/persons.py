@@ -56,6 +56,8 @@ class PersonStorage:
             self, conn: Connection, collection: CollectionRecord, ids: list[str]
         ) -> list[str]: ...
 
+        def _after_commit(self, collection: CollectionRecord) -> None: ...
+
     def create_person(
         self,
         collection_name: str,
@@ -136,7 +138,9 @@ class PersonStorage:
                 deleted = self._delete_faces(conn, collection, ids)
             conn.execute(t.persons.delete().where(t.persons.c.id == row.id))
             request_tokens.remember(conn, t, token, {"deleted_faces": deleted})
-            return deleted
+        if deleted:
+            self._after_commit(collection)
+        return deleted
 
     def associate_faces(
         self,

@@ -24,6 +24,9 @@ class CollectionRecord:
     created_at: datetime
     face_count: int | None  # None where the caller did not ask for it (internal lookups)
     person_count: int | None = None  # likewise
+    # Where the backend keeps the vectors, resolved at creation and pinned (e.g. Pinecone's
+    # cloud, region and index name); {} for pgvector.
+    vector_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import threading
 import uuid
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import CollectionRecord, Store, migrate
 from serve_app.store.collection_schema import SCHEMA_VERSION
+from serve_app.store.database import alembic_config
 
 
 def schema_exists(store: Store, schema_name: str) -> bool:
@@ -40,7 +42,8 @@ def test_migrate_is_idempotent_and_safe_to_run_concurrently(store: Store) -> Non
     assert errors == []
     with store.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM faceserve.alembic_version")).all()
-    assert [v[0] for v in versions] == ["0001"]
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == "0002" and [v[0] for v in versions] == [head]
 
 
 def test_create_get_list_delete(store: Store) -> None:

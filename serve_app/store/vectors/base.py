@@ -2,17 +2,21 @@
 
 Each method gets the caller's open connection: a backend that lives in PostgreSQL writes in
 the caller's transaction, so face rows and their vectors commit (or roll back) together.
+A backend that lives elsewhere (Pinecone) records its writes in that transaction as pending
+and sends them in `after_commit`; `repair` finishes whatever a crash left pending.
 Similarities are cosine similarities in [-1, 1]; calibration to percentages happens above.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
+from serve_app.errors import InvalidParameter
 from serve_app.store.records import CollectionRecord
 
 
@@ -91,3 +95,50 @@ class VectorIndex(ABC):
     @abstractmethod
     def count(self, conn: Connection, collection: CollectionRecord) -> int:
         """How many vectors the collection holds."""
+
+    # -- hooks with defaults for a backend that lives in the caller's transaction ----------
+
+    def resolve_options(
+        self, options: Mapping[str, Any] | None, collection_id: str
+    ) -> dict[str, Any]:
+        """Check a new collection's `vector_options` and return them complete (defaults
+        filled in), to be stored with the collection and pinned for its life;
+        InvalidParameter if they are wrong."""
+        if options:
+            raise InvalidParameter(
+                f"vector backend {self.name!r} takes no vector options, "
+                f"got {', '.join(sorted(map(str, options)))}"
+            )
+        return {}
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release what the backend holds (connections to an external service)."""
+
+    def after_commit(self, engine: Engine, collection: CollectionRecord) -> None:  # noqa: B027 (optional hook)
+        """Called after a transaction that added or deleted vectors has committed. Never
+        raises: what it cannot do stays pending for `repair`."""
+
+    def discard(self, collection: CollectionRecord) -> None:  # noqa: B027 (optional hook)
+        """Undo, best effort, what `create` did outside PostgreSQL when the creating
+        transaction failed to commit. Never raises."""
+
+    def storage_problems(self, conn: Connection, collection: CollectionRecord) -> list[str]:
+        """What is missing or stuck of the collection's vector storage, in words."""
+        return []
+
+    def ensure_storage(self, conn: Connection, collection: CollectionRecord) -> list[str]:
+        """Recreate whatever is missing of the collection's vector storage, in the caller's
+        transaction (which holds the collection against deletion); returns what was done."""
+        return []
+
+    def repair(
+        self, engine: Engine, collection: CollectionRecord, *, full: bool = True
+    ) -> list[str]:
+        """After `ensure_storage` committed: push what is pending and remove what should not
+        be there. `full` also scans the whole index for orphans; without it, a backend may
+        scan only when something looks off. Returns what was done; idempotent."""
+        return []
+
+    def stats(self, conn: Connection, collection: CollectionRecord) -> dict[str, Any]:
+        """Facts about the collection's vectors, for operators (at least `vectors`)."""
+        return {"backend": self.name, "vectors": self.count(conn, collection)}

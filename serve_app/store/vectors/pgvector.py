@@ -13,7 +13,12 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import Column, Connection, MetaData, Table, func, literal, select, text
 from sqlalchemy.dialects.postgresql import UUID
 
-from serve_app.store.collection_schema import quoted_schema, tables_for
+from serve_app.store.collection_schema import (
+    quoted_schema,
+    schema_exists,
+    table_exists,
+    tables_for,
+)
 from serve_app.store.records import CollectionRecord
 from serve_app.store.vectors.base import VectorIndex
 
@@ -34,6 +39,7 @@ PERSON_CANDIDATES_PER_RESULT = 10
 MAX_PERSON_CANDIDATES = 5_000
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+_HNSW_INDEX = "face_vectors_embedding_hnsw"
 
 
 class PgVectorIndex(VectorIndex):
@@ -44,32 +50,59 @@ class PgVectorIndex(VectorIndex):
     _iterative_scan: bool | None = None  # whether the server's pgvector has it (asked once)
 
     def create(self, conn: Connection, collection: CollectionRecord) -> None:
+        self.ensure_storage(conn, collection)
+
+    def drop(self, conn: Connection, collection: CollectionRecord) -> None:
+        # Normally gone already with the collection's schema; IF EXISTS makes that fine.
+        if schema_exists(conn, collection.schema_name):
+            conn.execute(
+                text(f"DROP TABLE IF EXISTS {quoted_schema(collection.schema_name)}.face_vectors")
+            )
+
+    def storage_problems(self, conn: Connection, collection: CollectionRecord) -> list[str]:
+        where = f"{collection.schema_name}.face_vectors"
+        if not table_exists(conn, collection.schema_name, "face_vectors"):
+            return [f"vector table {where} is missing"]
+        if not table_exists(conn, collection.schema_name, _HNSW_INDEX):
+            return [f"HNSW index {collection.schema_name}.{_HNSW_INDEX} is missing"]
+        return []
+
+    def ensure_storage(self, conn: Connection, collection: CollectionRecord) -> list[str]:
         s = quoted_schema(collection.schema_name)
         has_vector = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
         if has_vector.first() is None:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-        dim = int(collection.embedding_dim)
-        conn.execute(
-            text(
-                f"CREATE TABLE {s}.face_vectors ("
-                f" face_id uuid PRIMARY KEY REFERENCES {s}.faces (id) ON DELETE CASCADE,"
-                f" embedding vector({dim}) NOT NULL)"
+        done: list[str] = []
+        if not table_exists(conn, collection.schema_name, "face_vectors"):
+            dim = int(collection.embedding_dim)
+            conn.execute(
+                text(
+                    f"CREATE TABLE {s}.face_vectors ("
+                    f" face_id uuid PRIMARY KEY REFERENCES {s}.faces (id) ON DELETE CASCADE,"
+                    f" embedding vector({dim}) NOT NULL)"
+                )
             )
-        )
-        # Uncompressed, in-line vectors: 512-D ones are otherwise TOASTed, ~5x slower to scan.
-        conn.execute(text(f"ALTER TABLE {s}.face_vectors ALTER COLUMN embedding SET STORAGE PLAIN"))
-        conn.execute(
-            text(
-                f"CREATE INDEX face_vectors_embedding_hnsw ON {s}.face_vectors "
-                "USING hnsw (embedding vector_cosine_ops) "
-                f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+            # Uncompressed, in-line vectors: 512-D ones are otherwise TOASTed, ~5x slower.
+            conn.execute(
+                text(f"ALTER TABLE {s}.face_vectors ALTER COLUMN embedding SET STORAGE PLAIN")
             )
-        )
-
-    def drop(self, conn: Connection, collection: CollectionRecord) -> None:
-        conn.execute(
-            text(f"DROP TABLE IF EXISTS {quoted_schema(collection.schema_name)}.face_vectors")
-        )
+            done.append(f"created vector table {collection.schema_name}.face_vectors")
+        if not table_exists(conn, collection.schema_name, _HNSW_INDEX):
+            conn.execute(
+                text(
+                    f"CREATE INDEX {_HNSW_INDEX} ON {s}.face_vectors "
+                    "USING hnsw (embedding vector_cosine_ops) "
+                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+                )
+            )
+            done.append(f"created HNSW index {collection.schema_name}.{_HNSW_INDEX}")
+        if done and not self._all_faces_have_vectors(conn, collection):
+            # The vectors went with the table: those faces stay unsearchable until re-indexed.
+            done.append(
+                "faces indexed before the vector table was lost have no vector: "
+                "index their images again to make them searchable"
+            )
+        return done
 
     def add(
         self,
@@ -210,6 +243,17 @@ class PgVectorIndex(VectorIndex):
             parts = tuple(int(p) for p in str(version or "0").split(".")[:2] if p.isdigit())
             self._iterative_scan = parts >= (0, 8)
         return self._iterative_scan
+
+    @staticmethod
+    def _all_faces_have_vectors(conn: Connection, collection: CollectionRecord) -> bool:
+        s = quoted_schema(collection.schema_name)
+        orphaned = conn.execute(
+            text(
+                f"SELECT 1 FROM {s}.faces f WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {s}.face_vectors v WHERE v.face_id = f.id) LIMIT 1"
+            )
+        )
+        return orphaned.first() is None
 
     @staticmethod
     def _few_person_faces(conn: Connection, faces: Table, n: int) -> bool:
