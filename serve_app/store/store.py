@@ -1,10 +1,16 @@
 """`Store`: collections, images, faces and their vectors in PostgreSQL, one short transaction
-per call. The only object the service layer talks to for storage."""
+per call. The only object the service layer talks to for storage.
+
+A vector backend outside PostgreSQL (Pinecone) is written metadata-first: the transaction
+records its vectors as pending, and `after_commit` sends them once it has committed. The
+repair API (`storage_problems`, `repair_storage`, `repair_all`, in `repair.py`) finds and
+recreates what is missing of a collection's storage and sends what a crash left pending.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +33,7 @@ from serve_app.store.control import collections
 from serve_app.store.database import create_engine_for, migrate
 from serve_app.store.persons import PersonStorage
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
+from serve_app.store.repair import StorageRepair
 from serve_app.store.vectors import PgVectorIndex, VectorIndex
 
 MAX_PAGE = 4096
@@ -36,22 +43,44 @@ _GONE = {"42P01", "3F000"}
 _UNIQUE_VIOLATION = "23505"
 
 
-class Store(PersonStorage):
+class Store(PersonStorage, StorageRepair):
     """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`."""
 
-    def __init__(self, engine: Engine, vector_index: VectorIndex | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        vector_index: VectorIndex | None = None,
+        *,
+        vector_indexes: Sequence[VectorIndex] = (),
+    ) -> None:
+        """`vector_indexes`: the backends collections may use (pgvector is always there);
+        `vector_index`, the older spelling, adds one more."""
         self.engine = engine
-        index = vector_index or PgVectorIndex()
-        self._indexes: dict[str, VectorIndex] = {index.name: index}
+        self._indexes: dict[str, VectorIndex] = {"pgvector": PgVectorIndex()}
+        for index in [*vector_indexes, *([vector_index] if vector_index else [])]:
+            self._indexes[index.name] = index
 
     @classmethod
-    def open(cls, url: str, vector_index: VectorIndex | None = None) -> Store:
+    def open(
+        cls,
+        url: str,
+        vector_index: VectorIndex | None = None,
+        *,
+        vector_indexes: Sequence[VectorIndex] = (),
+    ) -> Store:
         """Connect to `url` and migrate the database to the current schema."""
         engine = create_engine_for(url)
         migrate(engine)
-        return cls(engine, vector_index)
+        return cls(engine, vector_index, vector_indexes=vector_indexes)
+
+    @property
+    def vector_backends(self) -> list[str]:
+        """The vector backends collections of this store may use."""
+        return sorted(self._indexes)
 
     def close(self) -> None:
+        for index in self._indexes.values():
+            index.close()
         self.engine.dispose()
 
     def ping(self) -> bool:
@@ -72,8 +101,12 @@ class Store(PersonStorage):
         embedding_dim: int,
         vector_backend: str = "pgvector",
         metadata: dict[str, Any] | None = None,
+        vector_options: Mapping[str, Any] | None = None,
     ) -> CollectionRecord:
-        """Create a collection and its schema together; AlreadyExists if the name is taken."""
+        """Create a collection and its schema together; AlreadyExists if the name is taken.
+
+        `vector_options` configure the backend for this collection (Pinecone: `cloud`,
+        `region`); they are checked, completed with defaults and kept with the collection."""
         check.collection_name(name)
         check.short_text("model_version", model_version, required=True)
         index = self._indexes.get(vector_backend)
@@ -84,7 +117,10 @@ class Store(PersonStorage):
             )
         dim = check.positive_int("embedding_dim", embedding_dim, maximum=index.max_dim)
         meta = check.json_object("metadata", metadata)
+        if vector_options is not None and not isinstance(vector_options, Mapping):
+            raise InvalidParameter("vector_options must be a JSON object")
         collection_id = uuid.uuid4()
+        options = index.resolve_options(vector_options, str(collection_id))
         values = {
             "id": str(collection_id),
             "name": name,
@@ -93,8 +129,10 @@ class Store(PersonStorage):
             "embedding_dim": dim,
             "vector_backend": vector_backend,
             "metadata": meta,
+            "vector_options": options,
             "schema_version": SCHEMA_VERSION,
         }
+        created_outside = False  # whether index.create made something only the commit keeps
         try:
             with self.engine.begin() as conn:
                 # The unique name is claimed first: a racing create waits here, then fails.
@@ -107,16 +145,23 @@ class Store(PersonStorage):
                 )
                 create_collection_schema(conn, record.schema_name)
                 index.create(conn, record)
+                created_outside = True
         except IntegrityError as err:
             if getattr(err.orig, "pgcode", None) == _UNIQUE_VIOLATION:
                 raise AlreadyExists(f"collection {name!r} already exists") from None
             raise
+        except BaseException:
+            if created_outside:  # the commit failed after the backend made its index
+                index.discard(record)
+            raise
         return record
 
-    def get_collection(self, name: str) -> CollectionRecord:
-        """The collection with its face count; NotFound if there is none."""
+    def get_collection(self, name: str, *, counted: bool = True) -> CollectionRecord:
+        """The collection, with its face and person counts unless `counted=False` (which reads
+        only the control row, so works even when the collection's schema is damaged);
+        NotFound if there is none."""
         with self._reading() as conn:
-            return self._collection(conn, name, counted=True)
+            return self._collection(conn, name, counted=counted)
 
     def list_collections(self) -> list[CollectionRecord]:
         """Every collection, by name, with face counts."""
@@ -128,12 +173,15 @@ class Store(PersonStorage):
             return [_collection_record(row, *self._counts(conn, row.schema_name)) for row in rows]
 
     def delete_collection(self, name: str) -> None:
-        """Drop the collection's schema (faces, vectors, ...) and its control row, atomically."""
+        """Drop the collection's schema (faces, vectors, ...) and its control row, atomically.
+
+        An index outside PostgreSQL is deleted last before the commit: if that fails, nothing
+        is deleted; if the commit then fails, `repair_storage` recreates and refills it."""
         with self.engine.begin() as conn:
             collection = self._collection(conn, name, lock="update")
-            self._index(collection).drop(conn, collection)
             drop_collection_schema(conn, collection.schema_name)
             conn.execute(collections.delete().where(collections.c.id == collection.id))
+            self._index(collection).drop(conn, collection)
 
     def count_faces(self, collection_name: str) -> int:
         with self._reading() as conn:
@@ -179,7 +227,9 @@ class Store(PersonStorage):
             conn.execute(t.faces.insert(), face_rows)
             face_ids = [row["id"] for row in face_rows]
             self._index(collection).add(conn, collection, face_ids, vectors)
-            return self._faces_by_id(conn, collection, face_ids)
+            added = self._faces_by_id(conn, collection, face_ids)
+        self._after_commit(collection)
+        return added
 
     def list_faces(
         self, collection_name: str, limit: int = 100, cursor: str | None = None
@@ -224,7 +274,10 @@ class Store(PersonStorage):
             return []
         with self.engine.begin() as conn:
             collection = self._collection(conn, collection_name, lock="key_share")
-            return self._delete_faces(conn, collection, ids)
+            deleted = self._delete_faces(conn, collection, ids)
+        if deleted:
+            self._after_commit(collection)
+        return deleted
 
     def search(
         self, collection_name: str, vector: np.ndarray, k: int, min_cosine: float
@@ -241,7 +294,18 @@ class Store(PersonStorage):
             }
         return [(records[face_id], score) for face_id, score in hits if face_id in records]
 
+    def vector_stats(self, collection_name: str) -> dict[str, Any]:
+        """Facts about a collection's vectors: how many, and for Pinecone the index, its own
+        count and what is still pending."""
+        with self._reading() as conn:
+            collection = self._collection(conn, collection_name)
+            return self._index(collection).stats(conn, collection)
+
     # -- internals ------------------------------------------------------------------------
+
+    def _after_commit(self, collection: CollectionRecord) -> None:
+        """Let the collection's backend send what the committed transaction left pending."""
+        self._index(collection).after_commit(self.engine, collection)
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -342,6 +406,7 @@ def _collection_record(
         created_at=row.created_at,
         face_count=face_count,
         person_count=person_count,
+        vector_options=dict(row.vector_options),
     )
 
 
