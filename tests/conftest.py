@@ -1,9 +1,12 @@
-"""Shared fixtures: a prepared model directory, the default pack, and the test photos."""
+"""Shared fixtures: a prepared model directory, the default pack, the test photos, and one
+embedded PostgreSQL for the tests of the store and the operator."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from PIL import Image
 
 from serve_app.config import Settings
+from serve_app.store import EmbeddedPostgres
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +71,22 @@ def astronaut_bytes() -> bytes:
     from skimage import data
 
     return png_bytes(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def server_dirs() -> Iterator[Path]:
+    """A directory for embedded servers' data, outside pytest's basetemp.
+
+    As root the server runs as another OS user, and every pytest run started on this machine
+    chmods /tmp/pytest-of-root back to 0700, which would lock that user out mid-test.
+    """
+    with tempfile.TemporaryDirectory(prefix="faceserve-store-tests-") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture(scope="session")
+def postgres(server_dirs: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(server_dirs / "shared")
+    server.start()
+    yield server
+    server.stop()

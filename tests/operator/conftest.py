@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,16 +22,6 @@ HANDLERS = ROOT / "operator" / "handlers.py"
 RESOURCE = "faceserve.io/v1alpha1/facecollections"
 NAMESPACE = "ns1"
 DRIFT_INTERVAL_S = 60
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[EmbeddedPostgres]:
-    # Not under pytest's basetemp: the server runs as another OS user (see tests/store).
-    with tempfile.TemporaryDirectory(prefix="faceserve-operator-tests-") as directory:
-        server = EmbeddedPostgres(Path(directory) / "pg")
-        server.start()
-        yield server
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,25 +13,6 @@ from serve_app.errors import NotFound
 from serve_app.store import CollectionRecord, EmbeddedPostgres, NewFace, Store
 
 DIM = 8
-
-
-@pytest.fixture(scope="session")
-def server_dirs() -> Iterator[Path]:
-    """A directory for embedded servers' data, outside pytest's basetemp.
-
-    As root the server runs as another OS user, and every pytest run started on this machine
-    chmods /tmp/pytest-of-root back to 0700, which would lock that user out mid-test.
-    """
-    with tempfile.TemporaryDirectory(prefix="faceserve-store-tests-") as directory:
-        yield Path(directory)
-
-
-@pytest.fixture(scope="session")
-def postgres(server_dirs: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(server_dirs / "shared")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Table, select
 
 from serve_app.errors import InvalidParameter
 from serve_app.store.records import CollectionRecord
@@ -142,3 +142,13 @@ class VectorIndex(ABC):
     def stats(self, conn: Connection, collection: CollectionRecord) -> dict[str, Any]:
         """Facts about the collection's vectors, for operators (at least `vectors`)."""
         return {"backend": self.name, "vectors": self.count(conn, collection)}
+
+
+def read_vectors(conn: Connection, table: Table, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Rows of a `(face_id, embedding)` table for these faces, as float32 arrays by face id."""
+    if len(face_ids) == 0:
+        return {}
+    rows = conn.execute(
+        select(table.c.face_id, table.c.embedding).where(table.c.face_id.in_(list(face_ids)))
+    ).all()
+    return {str(face_id): np.asarray(vector, dtype=np.float32) for face_id, vector in rows}

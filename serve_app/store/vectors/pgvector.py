@@ -20,7 +20,7 @@ from serve_app.store.collection_schema import (
     tables_for,
 )
 from serve_app.store.records import CollectionRecord
-from serve_app.store.vectors.base import VectorIndex
+from serve_app.store.vectors.base import VectorIndex, read_vectors
 
 # Below this many vectors a search is an exact scan: perfect recall at the cost of HNSW.
 # Measured here (2 cores shared with a benchmark; 128-D random unit vectors, k=10, median of
@@ -140,13 +140,9 @@ class PgVectorIndex(VectorIndex):
     def get_many(
         self, conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        if len(face_ids) == 0:
-            return {}
-        table = _vectors_table(collection.schema_name, collection.embedding_dim)
-        rows = conn.execute(
-            select(table.c.face_id, table.c.embedding).where(table.c.face_id.in_(list(face_ids)))
-        ).all()
-        return {str(face_id): np.asarray(vector, dtype=np.float32) for face_id, vector in rows}
+        return read_vectors(
+            conn, _vectors_table(collection.schema_name, collection.embedding_dim), face_ids
+        )
 
     def search(
         self,

@@ -28,7 +28,7 @@ from serve_app.errors import FaceserveError, InvalidParameter
 from serve_app.store.collection_schema import table_exists, tables_for
 from serve_app.store.records import CollectionRecord
 from serve_app.store.vectors import pinecone_sync as sync
-from serve_app.store.vectors.base import VectorIndex
+from serve_app.store.vectors.base import VectorIndex, read_vectors
 from serve_app.store.vectors.pinecone_remote import (
     MAX_TOP_K,
     PineconeRemote,
@@ -163,13 +163,7 @@ class PineconeIndex(VectorIndex):
     def get_many(
         self, conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        if len(face_ids) == 0:
-            return {}
-        table = sync.vectors_table(collection.schema_name)
-        rows = conn.execute(
-            select(table.c.face_id, table.c.embedding).where(table.c.face_id.in_(list(face_ids)))
-        ).all()
-        return {str(face_id): np.asarray(vector, dtype=np.float32) for face_id, vector in rows}
+        return read_vectors(conn, sync.vectors_table(collection.schema_name), face_ids)
 
     def search(
         self,
