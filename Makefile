@@ -35,6 +35,13 @@ format: install
 bench: models
 	$(BIN)/python -m bench.run --output BENCHMARKS.md
 
+# The `full` load-test profile against a service started here (about 11 minutes on 2 cores):
+# writes its section of BENCHMARKS.md and docs/loadtest/full.png. Run on a quiet machine.
+.PHONY: loadtest
+loadtest: models
+	$(BIN)/faceserve loadtest --sla loadtests/sla.yaml --profile full \
+		--benchmarks BENCHMARKS.md --output loadtest-results/full
+
 # Regenerates the RayService's serveConfigV2 (manifests/rayservice.yaml) from serve_config.yaml.
 manifests: install
 	$(BIN)/python scripts/sync_rayservice.py

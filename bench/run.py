@@ -25,6 +25,7 @@ from PIL import Image
 from serve_app.config import Settings
 from serve_app.evaluation.lfw import evaluate, parse_pairs
 from serve_app.evaluation.pipelines import dlib_pipeline, pack_pipeline
+from serve_app.loadtest.report import load_test_sections
 from serve_app.vision.image import decode_image
 from serve_app.vision.packs.dlib_r29 import RESNET_FILE, DlibR29Pack, shipped_model_path
 from serve_app.vision.packs.onnx_embedder import OnnxEmbedder
@@ -249,7 +250,11 @@ def main() -> None:
         for row in rows:
             w(row)
         w()
-    args.output.write_text(out.getvalue())
+    # The load-test sections (`faceserve loadtest --benchmarks`) are written by their own
+    # runs: carry them over unchanged.
+    previous = args.output.read_text() if args.output.exists() else ""
+    carried = load_test_sections(previous)
+    args.output.write_text(out.getvalue() + ("\n" + carried if carried else ""))
     print(out.getvalue())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,28 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return run_server(settings, Path(args.config) if args.config else SERVE_CONFIG)
 
 
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_app.loadtest.runner import RunOptions, run
+
+    options = RunOptions(
+        sla=Path(args.sla),
+        profile=args.profile,
+        host=args.host,
+        scenarios=tuple(args.scenario or ()),
+        output=Path(args.output) if args.output else None,
+        locustfile=Path(args.locustfile) if args.locustfile else None,
+        ray_address=args.ray_address,
+        benchmarks=Path(args.benchmarks) if args.benchmarks else None,
+        chart_dir=Path(args.chart_dir) if args.chart_dir else None,
+        serve_config=Path(args.config) if args.config else None,
+        num_cpus=args.num_cpus,
+        keep_collection=args.keep_collection,
+        ready_timeout_s=args.ready_timeout,
+        command="faceserve " + shlex.join(args.raw_argv),
+    )
+    return run(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,11 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="HTTP port (default: FACESERVE_PORT or 8000)")
     p.add_argument("--config", help="Serve config file (default: serve_config.yaml)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="run an SLA profile with locust; exit 1 on any missed threshold",
+        description="Run the SLA file's profile with locust (headless) against the service "
+        "(started here unless --host), print a pass/fail table per threshold and write CSV, "
+        "HTML and PNG reports. Exit status: 0 all thresholds met, 1 one missed, 2 bad SLA "
+        "file or arguments, 3 could not run.",
+    )
+    p.add_argument("--sla", required=True, help="the SLA file, e.g. loadtests/sla.yaml")
+    p.add_argument("--profile", help="profile in the SLA file (default: its default_profile)")
+    p.add_argument("--host", help="URL of a running service (default: start one here)")
+    p.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
+    p.add_argument("--output", help="report folder (default: loadtest-results/PROFILE-TIME)")
+    p.add_argument("--locustfile", help="default: locustfile.py beside the SLA file")
+    p.add_argument(
+        "--ray-address",
+        help="the service's Ray cluster, for fault scenarios with --host (e.g. ray://head:10001)",
+    )
+    p.add_argument(
+        "--benchmarks", help="write the results as this profile's section of BENCHMARKS.md"
+    )
+    p.add_argument("--chart-dir", help="where --benchmarks puts the chart (default: docs/loadtest)")
+    p.add_argument("--config", help="Serve config of the started service (serve_config.yaml)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the started service's Ray")
+    p.add_argument(
+        "--keep-collection", action="store_true", help="keep the seeded collection afterwards"
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for /readyz before giving up (default 120)",
+    )
+    p.set_defaults(func=cmd_loadtest)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.raw_argv = sys.argv[1:] if argv is None else argv
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))

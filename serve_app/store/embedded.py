@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,8 @@ class EmbeddedPostgres:
 
     `start()` initialises the cluster on first use, creates the `faceserve` database and
     the `vector` extension, and returns a SQLAlchemy URL. Data survives `stop()`/`start()`.
+    `restart_if_dead()` brings a server that died under us (crash, SIGKILL, OOM killer) back
+    on the same port, so clients' URLs stay valid (see `watchdog.ServerSupervisor`).
     """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
@@ -62,6 +65,9 @@ class EmbeddedPostgres:
         self._requested_port = port
         self._port: int | None = None
         self._os_user = SERVER_OS_USER if os.geteuid() == 0 else None
+        # Serialises start/stop/restart: a supervisor thread may restart while the owner stops.
+        self._lock = threading.RLock()
+        self.restarts = 0
 
     # -- public API ---------------------------------------------------------------------
 
@@ -79,6 +85,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server (initialising the cluster if needed); returns its URL."""
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> str:
         if self._port is not None and self._server_pid() is not None:
             return self.url
         started = time.monotonic()
@@ -108,12 +118,38 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are closed, data is checkpointed)."""
         atexit.unregister(self.stop)
-        if self._port is None:
-            return
-        self._port = None
-        if self._server_pid() is None:
-            return
-        self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"])
+        with self._lock:
+            if self._port is None:
+                return
+            self._port = None
+            if self._server_pid() is None:
+                return
+            self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"])
+
+    def restart_if_dead(self) -> bool:
+        """Start the server again, on the same port, if it died while we owned it.
+
+        Returns True if it was restarted; False while it runs, and after `stop()` (a server
+        stopped on purpose stays stopped). PostgreSQL's crash recovery replays the WAL, so
+        every committed transaction is there again.
+        """
+        with self._lock:
+            port = self._port
+            if port is None or self._server_pid() is not None:
+                return False
+            log.warning("embedded PostgreSQL on port %s died: restarting it", port)
+            started = time.monotonic()
+            self._clear_stale_pid_file()
+            self._launch(port)
+            self.restarts += 1
+            log.warning(
+                "embedded PostgreSQL back on port %s in %.2fs", port, time.monotonic() - started
+            )
+            return True
+
+    def server_pid(self) -> int | None:
+        """PID of the live postmaster on this data dir, or None."""
+        return self._server_pid()
 
     def is_running(self) -> bool:
         """Whether a server (ours or another process's) runs on this data dir."""
@@ -134,13 +170,24 @@ class EmbeddedPostgres:
         For an owner that may be killed without a chance to clean up (a Ray actor when its
         cluster stops): the server would otherwise outlive it and hold the data directory.
         """
-        subprocess.Popen(
-            [sys.executable, "-m", "serve_app.store.watchdog", str(owner_pid), str(self.data_dir)],
+        # `--detach`: the watchdog forks and its first process exits, so the watchdog is not a
+        # child of the owner. Ray kills a worker's direct children when the worker exits
+        # (RAY_kill_child_processes_on_worker_exit), which is exactly when it is needed.
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve_app.store.watchdog",
+                "--detach",
+                str(owner_pid),
+                str(self.data_dir),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # not in the owner's process group, so not killed with it
         )
+        launcher.wait(timeout=60)
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
@@ -200,11 +247,12 @@ class EmbeddedPostgres:
             log.warning("removing stale %s left by a server that is gone", pid_file)
             pid_file.unlink()
 
-    def _launch(self) -> None:
-        port_retries = 0 if self._requested_port is not None else 2
+    def _launch(self, restart_port: int | None = None) -> None:
+        fixed_port = restart_port or self._requested_port
+        port_retries = 0 if fixed_port is not None else 2
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            port = self._requested_port or _free_port()
+            port = fixed_port or _free_port()
             log_offset = self._log_size()
             # -k '': no unix socket (its path length is limited); TCP on loopback only.
             options = f"-h {HOST} -p {port} -k ''"
@@ -217,6 +265,9 @@ class EmbeddedPostgres:
                 new_log = self._log_tail(since=log_offset)
                 if "already in use" in new_log and port_retries > 0:
                     port_retries -= 1  # another process took the port between probe and bind
+                    continue
+                if "already in use" in new_log and restart_port and time.monotonic() < deadline:
+                    time.sleep(0.5)  # the dead server's port: wait for it to be released
                     continue
                 if "shared memory block" in new_log and time.monotonic() < deadline:
                     time.sleep(0.5)  # backends of a crashed server are still exiting
