@@ -72,3 +72,11 @@ class VectorStoreUnavailable(FaceserveError):
 
     code = "vector_store_unavailable"
     http_status = 503
+
+
+class DatabaseUnavailable(FaceserveError):
+    """PostgreSQL did not answer (restarting, failing over, unreachable). Nothing the client
+    sent was wrong; retrying in a few seconds may work."""
+
+    code = "database_unavailable"
+    http_status = 503

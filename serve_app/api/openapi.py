@@ -25,9 +25,11 @@ _ERRORS = {
     "`unsupported_format`).",
     "422": "The model pack the request needs is not loaded (`model_not_available`).",
     "500": "Unexpected failure (`internal_error`); details are only in the server log.",
-    "503": "The collection's external vector store (Pinecone) is unreachable, throttling, "
-    "out of quota or refusing the service's credentials (`vector_store_unavailable`). "
-    "Nothing was wrong with the request; retry later.",
+    "503": "A store the request needs is down for now: PostgreSQL did not answer "
+    "(`database_unavailable`, e.g. while it restarts), or the collection's external vector "
+    "store (Pinecone) is unreachable, throttling, out of quota or refusing the service's "
+    "credentials (`vector_store_unavailable`). Nothing was wrong with the request; retry "
+    "after the `Retry-After` seconds.",
 }
 
 
@@ -141,7 +143,8 @@ def _operation(
         operation["parameters"] = parameters
     if body:
         operation["requestBody"] = body
-    # Whatever reads or writes a collection (those answer 404) may meet a Pinecone outage.
+    # Whatever reads or writes a collection (those answer 404) may meet a database or
+    # Pinecone outage.
     extra = ["500", "503"] if "404" in errors and "503" not in responses else ["500"]
     operation["responses"] = responses | {code: _error(code) for code in errors + extra}
     return operation
@@ -277,7 +280,7 @@ def _paths() -> dict[str, Any]:
                         "Every collection.",
                     )
                 },
-                [],
+                ["503"],  # the database may be down for a moment
             ),
         },
         "/v1/collections/{name}": {

@@ -53,7 +53,9 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FaceserveError)
     if exc.http_status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.http_status, exc.code, exc.message)
+    # A dependency that is down for a moment (database, Pinecone): tell clients when to retry.
+    headers = {"Retry-After": "2"} if exc.http_status == 503 else None
+    return error_response(exc.http_status, exc.code, exc.message, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

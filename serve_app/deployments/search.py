@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from serve_app.errors import InvalidParameter
+from serve_app.store.database import outages_as_unavailable
 
 if TYPE_CHECKING:
     from serve_app.config import Settings
@@ -79,4 +80,5 @@ class Search:
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if method not in STORAGE_METHODS:
             raise InvalidParameter(f"unknown storage operation {method!r}")
-        return await asyncio.to_thread(getattr(self.store, method), *args, **kwargs)
+        method_of_store = getattr(self.store, method)
+        return await asyncio.to_thread(outages_as_unavailable, method_of_store, *args, **kwargs)

@@ -14,6 +14,7 @@ import numpy as np
 
 from serve_app.config import ImageLimits
 from serve_app.service.analysis import ImageFaces, detect_faces
+from serve_app.store.database import outages_as_unavailable
 from serve_app.vision.calibration import Calibration
 from serve_app.vision.packs.base import ModelPack
 
@@ -46,7 +47,8 @@ class LocalPipeline:
 
 
 class LocalStorage:
-    """Any synchronous store object, with every method awaited in a worker thread."""
+    """Any synchronous store object, with every method awaited in a worker thread (and a
+    database that does not answer reported as DatabaseUnavailable)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -55,6 +57,6 @@ class LocalStorage:
         method = getattr(self._store, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await asyncio.to_thread(method, *args, **kwargs)
+            return await asyncio.to_thread(outages_as_unavailable, method, *args, **kwargs)
 
         return call

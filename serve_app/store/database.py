@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from serve_app.errors import DatabaseUnavailable
 from serve_app.store.collection_schema import CONTROL_SCHEMA, upgrade_collection_schemas
 
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit key: serialises concurrent `migrate()` calls (several replicas starting).
 _MIGRATION_LOCK_KEY = 0x66616365736572  # "faceser"
@@ -34,6 +38,17 @@ def create_engine_for(url: str, *, pool_size: int = 5, max_overflow: int = 5) ->
         json_serializer=partial(json.dumps, default=_json_default),
         connect_args={"application_name": "faceserve", "connect_timeout": 10},
     )
+
+
+def outages_as_unavailable(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, with PostgreSQL not answering (a lost or refused connection,
+    a server shutting down) turned into DatabaseUnavailable: a 503 to retry, not a 500."""
+    try:
+        return call(*args, **kwargs)
+    except (OperationalError, InterfaceError) as err:
+        raise DatabaseUnavailable(
+            "the database did not answer (it may be restarting); retry in a few seconds"
+        ) from err
 
 
 def migrate(engine: Engine) -> None:

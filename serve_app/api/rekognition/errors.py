@@ -70,7 +70,8 @@ def from_service_error(
         return RekognitionError("ProvisionedThroughputExceededException", exc.message)
     if exc.http_status < 500:
         return RekognitionError("InvalidParameterException", exc.message)
-    return RekognitionError("InternalServerError", exc.message, status=500)
+    # 500, or 503 for a dependency that is down for a moment: AWS SDKs retry both.
+    return RekognitionError("InternalServerError", exc.message, status=exc.http_status)
 
 
 def is_capacity_error(exc: BaseException) -> bool:
