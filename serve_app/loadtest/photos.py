@@ -25,7 +25,7 @@ from serve_app.loadtest.sla import PayloadSpec
 # (quality, chroma subsampling 2=4:2:0, 0=4:4:4), lightest first.
 _QUALITY_LADDER = ((90, 2), (95, 2), (95, 0), (98, 0), (100, 0))
 # Grain added (sigma, in levels) when a picture compresses below the byte range: none first.
-_GRAIN_SIGMAS = (0.0, 3.0, 6.0)
+_GRAIN_SIGMAS = (0.0, 3.0, 6.0, 10.0, 16.0)
 _PHONE_BYTES_PER_PIXEL = 0.3
 
 
