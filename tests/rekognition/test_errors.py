@@ -63,7 +63,14 @@ def test_unknown_errors_keep_their_class_of_status() -> None:
 
     assert from_service_error(Overloaded("busy")).code == "ProvisionedThroughputExceededException"
     broken = from_service_error(Broken("db down"))
-    assert (broken.code, broken.status) == ("InternalServerError", 500)
+    # 503 stays 503: AWS SDKs retry it (a store down for a moment), as they retry a 500.
+    assert (broken.code, broken.status) == ("InternalServerError", 503)
+
+    class Bug(FaceserveError):
+        code = "something_broken"
+        http_status = 500
+
+    assert from_service_error(Bug("oops")).status == 500
 
 
 def test_serving_capacity_errors_are_throughput_exceeded() -> None:
