@@ -170,7 +170,20 @@ class Store(PersonStorage, StorageRepair):
             rows = conn.execute(
                 select(collections).order_by(collections.c.name).with_for_update(key_share=True)
             ).all()
-            return [_collection_record(row, *self._counts(conn, row.schema_name)) for row in rows]
+            # A schema dropped behind our back (repaired by `repair_storage` or the operator)
+            # holds no faces: list it as empty rather than fail the whole listing.
+            present = set(
+                conn.execute(
+                    text("SELECT nspname FROM pg_namespace WHERE nspname = ANY(:names)"),
+                    {"names": [row.schema_name for row in rows]},
+                ).scalars()
+            )
+            counts = {
+                row.schema_name: self._counts(conn, row.schema_name)
+                for row in rows
+                if row.schema_name in present
+            }
+            return [_collection_record(row, *counts.get(row.schema_name, (0, 0))) for row in rows]
 
     def delete_collection(self, name: str) -> None:
         """Drop the collection's schema (faces, vectors, ...) and its control row, atomically.

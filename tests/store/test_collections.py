@@ -160,3 +160,20 @@ def test_bad_collection_parameters(store: Store, kwargs: dict, message: str) -> 
 
 def test_ping(store: Store) -> None:
     assert store.ping() is True
+
+
+def test_a_collection_whose_schema_was_dropped_does_not_break_the_listing(store: Store) -> None:
+    healthy = store.create_collection(f"ok-{uuid.uuid4().hex[:8]}", "test-model", 8)
+    damaged = store.create_collection(f"dropped-{uuid.uuid4().hex[:8]}", "test-model", 8)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{damaged.schema_name}" CASCADE'))
+        listed = {c.name: c for c in store.list_collections()}
+        assert listed[healthy.name].face_count == 0
+        assert listed[damaged.name].face_count == 0  # its faces are gone with the schema
+        assert store.storage_problems(damaged.name)
+        store.repair_storage(damaged.name)
+        assert store.storage_problems(damaged.name) == []
+    finally:
+        store.delete_collection(healthy.name)
+        store.delete_collection(damaged.name)
