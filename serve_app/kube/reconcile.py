@@ -57,7 +57,7 @@ class Outcome:
         }
         if c.face_count is not None:
             fields["faces"] = c.face_count
-        index_name = (getattr(c, "vector_options", None) or {}).get("index_name")
+        index_name = c.vector_options.get("index_name")
         if index_name:
             fields["pineconeIndex"] = index_name
         return fields
@@ -78,8 +78,8 @@ class Reconciler:
         collection = self._existing(ref.name)
         if collection is None:
             collection, created = self._create(ref, spec)
-        owner = (collection.metadata or {}).get(OWNER_KEY)
-        if not isinstance(owner, dict) or owner.get("uid") != ref.uid:
+        if not _owned_by(collection, ref):
+            owner = collection.metadata.get(OWNER_KEY)
             return Outcome(
                 False,
                 "NameConflict",
@@ -120,8 +120,7 @@ class Reconciler:
         collection = self._existing(ref.name)
         if collection is None:
             return f"collection {ref.name!r} was already gone"
-        owner = (collection.metadata or {}).get(OWNER_KEY)
-        if not isinstance(owner, dict) or owner.get("uid") != ref.uid:
+        if not _owned_by(collection, ref):
             return f"collection {ref.name!r} is not managed by this resource: left untouched"
         try:
             self.store.delete_collection(ref.name)
@@ -150,6 +149,12 @@ class Reconciler:
         except AlreadyExists:  # a concurrent create (a replayed event) won the race
             return self.store.get_collection(ref.name, counted=False), False
         return record, True
+
+
+def _owned_by(collection: CollectionRecord, ref: ResourceRef) -> bool:
+    """Whether the collection was created by this very resource (same uid)."""
+    owner = collection.metadata.get(OWNER_KEY)
+    return isinstance(owner, dict) and owner.get("uid") == ref.uid
 
 
 def _owner_text(owner: Any) -> str:

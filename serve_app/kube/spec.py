@@ -7,12 +7,12 @@ spec is a permanent failure with a message naming the field.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from serve_app.errors import InvalidParameter
 from serve_app.store.records import CollectionRecord
+from serve_app.store.vectors.pinecone_remote import CLOUDS, check_location
 from serve_app.vision.packs.registry import DEFAULT_PACK, PACKS
 
 GROUP = "faceserve.io"
@@ -21,10 +21,8 @@ PLURAL = "facecollections"
 KIND = "FaceCollection"
 
 VECTOR_BACKENDS = ("pgvector", "pinecone")
-PINECONE_CLOUDS = ("aws", "gcp", "azure")
 DELETION_POLICIES = ("Retain", "Delete")
 DEFAULT_PINECONE = {"cloud": "aws", "region": "us-east-1"}
-_REGION = re.compile(r"[a-z0-9-]{1,64}")
 _KNOWN_FIELDS = {"modelPack", "vectorBackend", "pinecone", "deletionPolicy", "description"}
 
 
@@ -90,7 +88,7 @@ def applied_of(collection: CollectionRecord) -> dict[str, Any]:
     pack = collection.model_version.split(":", 1)[0]
     applied: dict[str, Any] = {"modelPack": pack, "vectorBackend": collection.vector_backend}
     if collection.vector_backend == "pinecone":
-        options = getattr(collection, "vector_options", None) or {}
+        options = collection.vector_options
         applied["pinecone"] = {k: options[k] for k in ("cloud", "region") if k in options}
     return applied
 
@@ -120,12 +118,12 @@ def _pinecone(raw: Any) -> dict[str, str]:
     unknown = sorted(set(raw) - {"cloud", "region"})
     if unknown:
         raise InvalidParameter(f"unknown spec.pinecone field(s): {', '.join(unknown)}")
-    cloud = _choice(raw.get("cloud", DEFAULT_PINECONE["cloud"]), "pinecone.cloud", PINECONE_CLOUDS)
+    cloud = _choice(raw.get("cloud", DEFAULT_PINECONE["cloud"]), "pinecone.cloud", CLOUDS)
     region = raw.get("region", DEFAULT_PINECONE["region"])
-    if not isinstance(region, str) or not _REGION.fullmatch(region):
-        raise InvalidParameter(
-            "spec.pinecone.region must be 1-64 lowercase letters, digits and '-'"
-        )
+    try:  # the store's own check, so the operator never accepts what the store refuses
+        check_location(cloud, region)
+    except InvalidParameter as err:
+        raise InvalidParameter(f"spec.pinecone.region: {err.message}") from None
     return {"cloud": cloud, "region": region}
 
 
