@@ -21,8 +21,8 @@ from moto.server import ThreadedMotoServer
 
 from serve_app.api import build_rest_app
 from serve_app.config import RekognitionConfig, Settings
-from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -60,7 +60,7 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rekognition_service(pack: DlibR29Pack, settings: Settings) -> Iterator[FaceService]:
+def rekognition_service(pack: DlibR29Pack, settings: Settings) -> Iterator[Services]:
     # Not under pytest's basetemp: as root the server runs as another OS user, and each new
     # pytest run on the machine chmods that tree back to 0700 (see tests/store/conftest.py).
     directory = Path(tempfile.mkdtemp(prefix="faceserve-rekognition-tests-"))
@@ -68,7 +68,7 @@ def rekognition_service(pack: DlibR29Pack, settings: Settings) -> Iterator[FaceS
     try:
         store = Store.open(server.start())
         pipeline = LocalPipeline(pack, settings.image_limits)
-        yield FaceService(LocalStorage(store), {pack.name: pipeline}, pack.name)
+        yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
         store.close()
     finally:
         server.stop()
@@ -76,7 +76,7 @@ def rekognition_service(pack: DlibR29Pack, settings: Settings) -> Iterator[FaceS
 
 
 @pytest.fixture(scope="session")
-def endpoint(rekognition_service: FaceService, s3_endpoint: str) -> Iterator[str]:
+def endpoint(rekognition_service: Services, s3_endpoint: str) -> Iterator[str]:
     """http://127.0.0.1:PORT serving REST v1 and the Rekognition API (keys configured)."""
     config = RekognitionConfig(keys={KEY_ID: SECRET}, s3_endpoint_url=s3_endpoint, region=REGION)
     app = build_rest_app(rekognition_service, rekognition=config)
