@@ -13,7 +13,8 @@ from pathlib import Path
 
 from serve_app.config import Settings
 
-# Measured on 2 cores (DESIGN.md): ~25 % faster with user code and router on the main loop.
+# Measured on 2 cores (the project's design notes): ~25 % faster with user code and router
+# on the main loop.
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # a local ray.init would otherwise turn on token auth
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
