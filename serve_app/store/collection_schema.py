@@ -16,6 +16,7 @@ schema keeping its own `alembic_version` table.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
@@ -48,6 +49,7 @@ __all__ = ["CONTROL_SCHEMA", "PLACEHOLDER", "CollectionTables", "in_schema", "ta
 # The schema name the definitions below are written in; replaced by a collection's own.
 PLACEHOLDER = "collection"
 _SCHEMA_NAME = re.compile(r"c_[0-9a-f]{32}")
+_copying = threading.Lock()
 
 
 class BigSerial(BigInteger):
@@ -144,19 +146,22 @@ def _schema_metadata(schema_name: str) -> MetaData:
     return copies
 
 
+@lru_cache(maxsize=8192)
 def in_schema(schema_name: str, definition: Table) -> Table:
     """The table `definition` (written in PLACEHOLDER) as it is in one collection's schema,
     beside that schema's other tables (its foreign keys resolve to them)."""
     copies = _schema_metadata(schema_name)
-    existing = copies.tables.get(f"{schema_name}.{definition.name}")
-    if existing is None:
-        return definition.to_metadata(copies, schema=schema_name)
+    with _copying:  # replicas serve requests from several threads
+        existing = copies.tables.get(f"{schema_name}.{definition.name}")
+        if existing is None:
+            return definition.to_metadata(copies, schema=schema_name)
     shape = [(c.name, repr(c.type)) for c in definition.c]
     if [(c.name, repr(c.type)) for c in existing.c] != shape:
         raise ValueError(f"{schema_name}.{definition.name} is already defined otherwise")
     return existing
 
 
+@lru_cache(maxsize=1024)
 def tables_for(schema_name: str) -> CollectionTables:
     """The metadata tables of one collection's schema, to query (vector tables are the
     vector index's)."""
