@@ -469,6 +469,28 @@ def test_a_dropped_vector_table_is_named_and_recreated(
     assert store.storage_problems(collection.name) == []
 
 
+def test_a_dropped_metadata_table_and_index_are_rebuilt_from_the_definition(
+    store: Store, collection: CollectionRecord, rng
+) -> None:
+    ids = add(store, collection, unit_vectors(rng, 2))
+    schema = collection.schema_name
+    with store.engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {schema}.request_tokens"))
+        conn.execute(text(f"DROP INDEX {schema}.faces_person_id"))
+    assert store.storage_problems(collection.name) == [f"table {schema}.request_tokens is missing"]
+    assert store.repair_storage(collection.name) == [
+        f"recreated index {schema}.faces_person_id",
+        f"recreated table {schema}.request_tokens (empty)",
+        f"recreated index {schema}.request_tokens_created_at",
+    ]
+    assert store.storage_problems(collection.name) == []
+    assert store.repair_storage(collection.name) == []
+    # The faces stayed; retried writes replay again, and persons use the rebuilt index.
+    person = store.create_person(collection.name, "p", request_token="t")
+    assert store.create_person(collection.name, "p", request_token="t") == person
+    assert store.associate_faces(collection.name, "p", ids, -1, 10).changed == ids
+
+
 def test_a_lost_postgresql_copy_of_the_vectors_is_copied_back_from_pinecone(
     pc_store: Store, pc_collection: CollectionRecord, rng
 ) -> None:
