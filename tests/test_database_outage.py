@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from serve_app.api import build_rest_app
-from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -40,7 +40,7 @@ def test_a_database_outage_is_a_503_to_retry_and_passes_by_itself(
     from starlette.testclient import TestClient
 
     store = Store.open(server.url)
-    service = FaceService(LocalStorage(store), {pack.name: LocalPipeline(pack)}, pack.name)
+    service = Services.build(LocalStorage(store), {pack.name: LocalPipeline(pack)}, pack.name)
     with TestClient(build_rest_app(service), raise_server_exceptions=False) as client:
         assert client.post("/v1/collections", json={"name": "album"}).status_code == 201
 

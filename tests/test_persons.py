@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import AlreadyExists, IdempotentParameterMismatch, InvalidParameter, NotFound
-from serve_app.service.faces import FaceService
 from serve_app.service.persons import MAX_FACE_IDS, PersonService
 from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, NewFace, NewImage, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -38,8 +38,8 @@ def store(postgres: EmbeddedPostgres) -> Iterator[Store]:
 
 
 @pytest.fixture(scope="module")
-def service(store: Store, pack: DlibR29Pack) -> FaceService:
-    return FaceService(LocalStorage(store), {pack.name: LocalPipeline(pack)}, pack.name)
+def service(store: Store, pack: DlibR29Pack) -> Services:
+    return Services.build(LocalStorage(store), {pack.name: LocalPipeline(pack)}, pack.name)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,13 @@ def people_dir(faces_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def indexed(service: FaceService, store: Store, people_dir: Path) -> str:
+def indexed(service: Services, store: Store, people_dir: Path) -> str:
     """A collection with one face per photo in PHOTOS (external image id = its key)."""
 
     async def run() -> None:
-        await service.create_collection("photos")
+        await service.faces.create_collection("photos")
         for key, path in PHOTOS.items():
-            result = await service.index_faces(
+            result = await service.faces.index_faces(
                 "photos", (people_dir / path).read_bytes(), external_image_id=key, max_faces=1
             )
             assert len(result.indexed) == 1, key
@@ -64,13 +64,13 @@ def indexed(service: FaceService, store: Store, people_dir: Path) -> str:
 
 
 @pytest.fixture
-def faces(service: FaceService, store: Store, indexed: str) -> tuple[str, dict[str, str]]:
+def faces(service: Services, store: Store, indexed: str) -> tuple[str, dict[str, str]]:
     """A fresh collection holding copies of the indexed faces: (its name, key -> face id).
 
     Copied through the store (no detection again), so each test owns its faces.
     """
     name = f"persons-{uuid.uuid4().hex[:8]}"
-    asyncio.run(service.create_collection(name))
+    asyncio.run(service.faces.create_collection(name))
     ids: dict[str, str] = {}
     for face in store.list_faces(indexed)[0]:
         copy = NewFace(
@@ -85,11 +85,11 @@ def faces(service: FaceService, store: Store, indexed: str) -> tuple[str, dict[s
     return name, ids
 
 
-def persons(service: FaceService) -> PersonService:
+def persons(service: Services) -> PersonService:
     return service.persons
 
 
-def test_create_get_list_delete(service: FaceService, faces: tuple[str, dict[str, str]]) -> None:
+def test_create_get_list_delete(service: Services, faces: tuple[str, dict[str, str]]) -> None:
     collection, ids = faces
     p = persons(service)
 
@@ -117,20 +117,20 @@ def test_create_get_list_delete(service: FaceService, faces: tuple[str, dict[str
         # Deleting a person keeps its faces, unless asked.
         await p.associate_faces(collection, "obama", [ids["obama_a"], ids["obama_b"]])
         await p.delete_person(collection, "obama")
-        kept = await service.storage.get_faces(collection, [ids["obama_a"], ids["obama_b"]])
+        kept = await service.context.storage.get_faces(collection, [ids["obama_a"], ids["obama_b"]])
         assert [f.person_id for f in kept] == [None, None]
         with pytest.raises(NotFound):
             await p.get_person(collection, "obama")
         await p.associate_faces(collection, "a", [ids["obama_a"]])
         await p.delete_person(collection, "a", delete_faces=True)
-        assert await service.storage.get_faces(collection, [ids["obama_a"]]) == []
-        assert (await service.describe_collection(collection)).face_count == len(ids) - 1
+        assert await service.context.storage.get_faces(collection, [ids["obama_a"]]) == []
+        assert (await service.faces.describe_collection(collection)).face_count == len(ids) - 1
 
     asyncio.run(run())
 
 
 def test_associate_follows_rekognitions_rules(
-    service: FaceService, faces: tuple[str, dict[str, str]]
+    service: Services, faces: tuple[str, dict[str, str]]
 ) -> None:
     collection, ids = faces
     p = persons(service)
@@ -163,7 +163,7 @@ def test_associate_follows_rekognitions_rules(
         # Threshold 0: anything resembles enough.
         rose = await p.associate_faces(collection, "biden", [ids["rose_a"]], threshold=0)
         assert rose.associated == [ids["rose_a"]]
-        faces_now = await service.storage.get_faces(collection, list(ids.values()))
+        faces_now = await service.context.storage.get_faces(collection, list(ids.values()))
         owners = {f.external_image_id: f.person_id for f in faces_now}
         assert owners == {
             "obama_a": "obama",
@@ -201,7 +201,7 @@ def test_associate_follows_rekognitions_rules(
 
 
 def test_search_persons_by_image_finds_the_right_person(
-    service: FaceService,
+    service: Services,
     faces: tuple[str, dict[str, str]],
     people_dir: Path,
     astronaut_bytes: bytes,
@@ -248,7 +248,7 @@ def test_search_persons_by_image_finds_the_right_person(
 
 
 def test_search_by_face_and_by_person_then_merge(
-    service: FaceService, faces: tuple[str, dict[str, str]]
+    service: Services, faces: tuple[str, dict[str, str]]
 ) -> None:
     collection, ids = faces
     p = persons(service)
@@ -294,7 +294,7 @@ def test_search_by_face_and_by_person_then_merge(
 
 
 def test_request_tokens_make_retries_safe(
-    service: FaceService, faces: tuple[str, dict[str, str]]
+    service: Services, faces: tuple[str, dict[str, str]]
 ) -> None:
     collection, ids = faces
     p = persons(service)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from fastapi.routing import APIRoute
 from jsonschema import Draft202012Validator
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +32,7 @@ from serve_app.api import build_rest_app
 from serve_app.config import ImageLimits, Settings
 from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -61,15 +64,15 @@ def database_url(postgres: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture(scope="module")
-def service(database_url: str, pack: DlibR29Pack, settings: Settings) -> Iterator[FaceService]:
+def service(database_url: str, pack: DlibR29Pack, settings: Settings) -> Iterator[Services]:
     store = Store.open(database_url)
     pipeline = LocalPipeline(pack, settings.image_limits)
-    yield FaceService(LocalStorage(store), {pack.name: pipeline}, pack.name)
+    yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
     store.close()
 
 
 @pytest.fixture(scope="module")
-def client(service: FaceService) -> Iterator[TestClient]:
+def client(service: Services) -> Iterator[TestClient]:
     with TestClient(build_rest_app(service)) as client:
         yield client
 
@@ -704,7 +707,7 @@ def test_bad_metadata_in_a_form_field(
 
 @pytest.mark.parametrize("metadata", [{"k": "a\u0000b"}, {"\u0000": 1}, {"k": ["\u0000"]}])
 def test_metadata_holding_nul_is_400(
-    service: FaceService, astronaut_bytes: bytes, metadata: dict
+    service: Services, astronaut_bytes: bytes, metadata: dict
 ) -> None:
     client = TestClient(build_rest_app(service), raise_server_exceptions=False)
     assert_error(
@@ -745,10 +748,11 @@ def test_unknown_route_and_wrong_method_use_the_error_shape(client: TestClient) 
 
 
 @pytest.fixture(scope="module")
-def small_app(service: FaceService, pack: DlibR29Pack) -> Any:
+def small_app(service: Services, pack: DlibR29Pack) -> Any:
     """An app whose images may be at most 100 kB (t1.jpg is 129 kB)."""
     limits = ImageLimits(max_bytes=100_000)
-    small = FaceService(service.storage, {pack.name: LocalPipeline(pack, limits)}, pack.name)
+    pipelines = {pack.name: LocalPipeline(pack, limits)}
+    small = Services.build(service.context.storage, pipelines, pack.name)
     return build_rest_app(small, max_image_bytes=limits.max_bytes)
 
 
@@ -804,7 +808,7 @@ def test_oversized_body_is_refused_before_it_is_read(small_app: Any) -> None:
 # --- health, readiness, metrics, docs ---------------------------------------------------------
 
 
-def test_healthz_and_readyz(service: FaceService) -> None:
+def test_healthz_and_readyz(service: Services) -> None:
     async def ready() -> dict[str, bool]:
         return {"models": True, "database": True}
 
@@ -829,7 +833,7 @@ def test_healthz_and_readyz(service: FaceService) -> None:
 
 
 def test_metrics_count_requests_by_route_template(
-    service: FaceService, astronaut_bytes: bytes
+    service: Services, astronaut_bytes: bytes
 ) -> None:
     client = TestClient(build_rest_app(service))  # a registry of its own: counts start at 0
     assert client.post("/v1/collections", json={"name": "metrics"}).status_code == 201
@@ -869,48 +873,70 @@ def test_metrics_count_requests_by_route_template(
 
 def test_openapi_describes_every_route(client: TestClient, document: dict) -> None:
     assert document["openapi"].startswith("3.1")
+    # Every route of the API is described, and every described path is routed; the docs
+    # page and its assets are not API routes.
     routed = {
         (route.path, method.lower())
         for route in client.app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
         for method in route.methods - {"HEAD"}
     }
     described = {(path, method) for path, item in document["paths"].items() for method in item}
     assert routed == described
+    assert {"/v1/detect", "/healthz", "/readyz", "/metrics"} <= {path for path, _ in routed}
     for name, schema in document["components"]["schemas"].items():
-        Draft202012Validator.check_schema(schema), name
+        Draft202012Validator.check_schema(schema)
+        assert name.isidentifier(), name
     refs = set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(document)))
     assert refs <= set(document["components"]["schemas"])
     for path, item in document["paths"].items():
         for method, operation in item.items():
             assert operation["summary"] and operation["responses"], (path, method)
+            # Validation errors are 400 invalid_parameter here, never FastAPI's 422 body.
+            assert "HTTPValidationError" not in json.dumps(operation), (path, method)
             declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert declared == set(re.findall(r"\{(\w+)\}", path)), (path, method)
             if method == "post" and path.startswith("/v1/"):
                 assert "application/json" in operation["requestBody"]["content"]
                 assert "400" in operation["responses"] and "500" in operation["responses"]
+    # The limits are the service's, stated once and seen in the document.
+    index = document["paths"]["/v1/collections/{name}/faces"]["post"]
+    max_faces = index["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {
+        k: v
+        for option in max_faces["max_faces"]["anyOf"]
+        for k, v in option.items()
+        if k in ("minimum", "maximum")
+    } == {"minimum": 1, "maximum": 100}
 
 
-def test_docs_page_is_self_contained_html(client: TestClient, document: dict) -> None:
+def test_docs_page_is_interactive_and_works_offline(client: TestClient, document: dict) -> None:
     r = client.get("/docs")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
-    assert page.startswith("<!doctype html>")
-    for path in document["paths"]:
-        assert path.replace("{", "").split("}")[0] in page.replace("{", "")
-    assert "curl -X POST http://127.0.0.1:8000/v1/detect -F image=@image.jpg" in page
-    assert "<script" not in page and "<link" not in page and "@import" not in page
-    for url in re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<]*", page):
-        assert url.startswith("http://127.0.0.1:8000"), url
+    assert "SwaggerUIBundle" in page and "/openapi.json" in page
+    # Every asset the page loads comes from this service, none from a CDN.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets, page
+    for url in assets:
+        assert url.startswith("/"), url
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert not re.findall(r"https?://(?!127\.0\.0\.1)[\w.-]+", page)
+    # The newcomer's first request is on the page (from the document's description).
+    assert "curl -X POST http://127.0.0.1:8000/v1/detect -F image=@image.jpg" in json.dumps(
+        document["info"]
+    )
 
 
 def test_unexpected_failure_is_a_generic_500_with_the_traceback_in_the_log(
-    service: FaceService, caplog: pytest.LogCaptureFixture
+    service: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Broken(FaceService):
         async def list_collections(self) -> list:
             raise RuntimeError("password=hunter2 in a stack trace")
 
-    broken = Broken(service.storage, service.pipelines, service.default_pack)
+    broken = dataclasses.replace(service, faces=Broken(service.context))
     client = TestClient(build_rest_app(broken), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR):
         r = client.get("/v1/collections")

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from serve_app.errors import InvalidParameter
-from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.quality_filter import Reason
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -24,9 +24,9 @@ def store(postgres: EmbeddedPostgres) -> Iterator[Store]:
     opened.close()
 
 
-def _service(store: Store, pack: DlibR29Pack, store_images: bool) -> FaceService:
+def _service(store: Store, pack: DlibR29Pack, store_images: bool) -> Services:
     pipelines = {pack.name: LocalPipeline(pack)}
-    return FaceService(LocalStorage(store), pipelines, pack.name, store_images=store_images)
+    return Services.build(LocalStorage(store), pipelines, pack.name, store_images=store_images)
 
 
 def _stored_photos(store: Store, collection: str) -> list[bytes | None]:
@@ -44,8 +44,8 @@ def test_photos_are_kept_only_when_asked(
     name = f"photos-{store_images}".lower()
 
     async def run() -> None:
-        await service.create_collection(name)
-        result = await service.index_faces(name, t1_bytes, external_image_id="t1")
+        await service.faces.create_collection(name)
+        result = await service.faces.index_faces(name, t1_bytes, external_image_id="t1")
         assert len(result.indexed) == 6
 
     asyncio.run(run())
@@ -58,22 +58,22 @@ def test_max_faces_keeps_the_largest_and_reports_the_rest(
     service = _service(store, pack, False)
 
     async def run() -> None:
-        await service.create_collection("max-faces")
-        result = await service.index_faces("max-faces", t1_bytes, max_faces=2)
+        await service.faces.create_collection("max-faces")
+        result = await service.faces.index_faces("max-faces", t1_bytes, max_faces=2)
         areas = [f.bounding_box["width"] * f.bounding_box["height"] for f in result.indexed]
         skipped = [u.face.box.area for u in result.unindexed]
         assert len(areas) == 2 and len(skipped) == 4
         assert min(areas) >= max(skipped)
         assert all(u.reasons == [Reason.EXCEEDS_MAX_FACES] for u in result.unindexed)
         # HIGH demands large, sharp, frontal faces: t1's small group faces do not pass.
-        strict = await service.index_faces("max-faces", t1_bytes, quality_filter="HIGH")
+        strict = await service.faces.index_faces("max-faces", t1_bytes, quality_filter="HIGH")
         assert len(strict.indexed) < 6 and all(u.reasons for u in strict.unindexed)
         with pytest.raises(InvalidParameter, match="quality_filter"):
-            await service.index_faces("max-faces", t1_bytes, quality_filter="BEST")
+            await service.faces.index_faces("max-faces", t1_bytes, quality_filter="BEST")
         with pytest.raises(InvalidParameter, match="max_faces"):
-            await service.index_faces("max-faces", t1_bytes, max_faces=0)
+            await service.faces.index_faces("max-faces", t1_bytes, max_faces=0)
         with pytest.raises(InvalidParameter, match="threshold"):
-            await service.search_by_image("max-faces", t1_bytes, threshold="high")  # type: ignore[arg-type]
+            await service.faces.search_by_image("max-faces", t1_bytes, threshold="high")  # type: ignore[arg-type]
 
     asyncio.run(run())
 
@@ -84,8 +84,8 @@ def test_quality_filter_on_compare_drops_faces_before_comparing(
     service = _service(store, pack, False)
 
     async def run() -> None:
-        everyone = await service.compare(t1_bytes, t1_bytes)
-        strict = await service.compare(t1_bytes, t1_bytes, quality_filter="HIGH")
+        everyone = await service.faces.compare(t1_bytes, t1_bytes)
+        strict = await service.faces.compare(t1_bytes, t1_bytes, quality_filter="HIGH")
         assert len(everyone.matches) + len(everyone.unmatched) == 6
         assert 1 <= len(strict.matches) + len(strict.unmatched) < 6
 

@@ -7,7 +7,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import Settings
 from serve_app.deployments.remote import RemotePipeline, RemoteStorage
-from serve_app.service.faces import FaceService
+from serve_app.service.services import Services
 from serve_app.vision.calibration import load_calibration
 from serve_app.vision.packs.registry import pack_class
 
@@ -28,7 +28,7 @@ class Ingress:
             detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
         )
         self.storage = RemoteStorage(search)
-        self.service = FaceService(
+        self.services = Services.build(
             self.storage, {pack_name: pipeline}, pack_name, store_images=settings.store_images
         )
         self.settings = settings
@@ -44,7 +44,7 @@ class Ingress:
         from serve_app.api.rest import build_rest_app
 
         return build_rest_app(
-            self.service,
+            self.services,
             readiness=self.readiness,
             max_image_bytes=self.settings.max_image_bytes,
             rekognition=self.settings.rekognition,

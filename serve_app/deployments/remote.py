@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.errors import FaceserveError
 from serve_app.service.analysis import ImageFaces
+from serve_app.service.ports import STORAGE_METHODS
 from serve_app.vision.calibration import Calibration
 
 T = TypeVar("T")
@@ -47,12 +48,15 @@ class RemotePipeline:
 
 
 class RemoteStorage:
-    """Every storage method becomes a call on the Search deployment."""
+    """The `Storage` port over the Search deployment: each of its methods is a call there."""
 
     def __init__(self, search: DeploymentHandle) -> None:
         self._search = search
 
     def __getattr__(self, method: str) -> Any:
+        if method not in STORAGE_METHODS:
+            raise AttributeError(f"{method!r} is not a method of the Storage port")
+
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await unwrap(self._search.call.remote(method, *args, **kwargs))
 

@@ -15,39 +15,13 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from serve_app.errors import InvalidParameter
+from serve_app.service.ports import STORAGE_METHODS
 from serve_app.store.database import outages_as_unavailable
 
 if TYPE_CHECKING:
     from serve_app.config import Settings
 
 log = logging.getLogger(__name__)
-
-# The storage port's methods (see serve_app/service/ports.py); nothing else is callable.
-STORAGE_METHODS = frozenset(
-    {
-        "create_collection",
-        "get_collection",
-        "list_collections",
-        "delete_collection",
-        "add_faces",
-        "list_faces",
-        "get_faces",
-        "get_embedding",
-        "delete_faces",
-        "search",
-        "count_faces",
-        "ping",
-        "create_person",
-        "get_person",
-        "list_persons",
-        "delete_person",
-        "associate_faces",
-        "disassociate_faces",
-        "merge_persons",
-        "search_persons",
-        "person_embeddings",
-    }
-)
 
 
 @serve.deployment(name="Search", ray_actor_options={"num_cpus": 0.25})

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 from serve_app.config import ImageLimits
 from serve_app.errors import InvalidParameter
+from serve_app.service import params, thresholds
 from serve_app.vision.image import decode_image
 from serve_app.vision.packs.base import ModelPack
 from serve_app.vision.types import DetectedFace
-
-DEFAULT_MATCH_THRESHOLD = 80.0
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,6 @@ class Comparison:
         }
 
 
-def validate_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise InvalidParameter(f"threshold must be a number between 0 and 100, got {threshold!r}")
-    if not 0.0 <= threshold <= 100.0:  # also rejects NaN
-        raise InvalidParameter(f"threshold must be between 0 and 100, got {threshold}")
-    return float(threshold)
-
-
 def detect_faces(pack: ModelPack, data: bytes, limits: ImageLimits | None = None) -> ImageFaces:
     """Decode (with limits) and detect; faces come largest first."""
     image = decode_image(data, limits)
@@ -74,11 +65,11 @@ def compare_largest(
     pack: ModelPack,
     source: bytes,
     target: bytes,
-    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    threshold: float = thresholds.COMPARE,
     limits: ImageLimits | None = None,
 ) -> Comparison:
     """Calibrated similarity (0-100) of the two images' largest faces."""
-    threshold = validate_threshold(threshold)
+    threshold = params.threshold(threshold, thresholds.COMPARE)
     a = _largest(pack, source, "source", limits)
     b = _largest(pack, target, "target", limits)
     vectors = pack.embed([a, b])

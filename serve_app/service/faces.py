@@ -1,33 +1,27 @@
 """Collections of indexed faces: create, index, list, delete, search, compare.
 
-Plain async Python over two ports (see `ports.py`): a `Pipeline` per model pack for
-detection and embedding, and the storage. No Ray, no HTTP.
+Plain async Python over the shared `CollectionContext` (storage and a `Pipeline` per model
+pack). No Ray, no HTTP.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from serve_app.errors import InvalidParameter, ModelNotAvailable, NotFound
-from serve_app.service.analysis import (
-    DEFAULT_MATCH_THRESHOLD,
-    ImageFaces,
-    validate_threshold,
-)
-from serve_app.service.persons import PersonService
+from serve_app.service import params, thresholds
+from serve_app.service.analysis import ImageFaces
+from serve_app.service.context import CollectionContext, min_cosine, similarity
+from serve_app.service.params import MAX_INDEX_FACES, MAX_SEARCH_RESULTS
 from serve_app.service.ports import Pipeline
 from serve_app.service.quality_filter import QualityFilter, Reason, quality_reasons, select_faces
 from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
 from serve_app.vision.packs.registry import pack_class
 from serve_app.vision.types import DetectedFace
 
-MAX_INDEX_FACES = 100
-MAX_SEARCH_RESULTS = 4096
-DEFAULT_SEARCH_RESULTS = 10
-MAX_EXTERNAL_ID = 255
+__all__ = ["MAX_INDEX_FACES", "MAX_SEARCH_RESULTS", "FaceService"]
 
 
 @dataclass(frozen=True)
@@ -72,22 +66,6 @@ class CompareResult:
     unmatched: list[DetectedFace] = field(default_factory=list)
 
 
-def _int_param(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameter(f"{name} must be an integer between {low} and {high}")
-    if not low <= value <= high:
-        raise InvalidParameter(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _external_id(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EXTERNAL_ID:
-        raise InvalidParameter(f"external_image_id must be 1 to {MAX_EXTERNAL_ID} characters")
-    return value
-
-
 def _require_quality(face: DetectedFace, quality_filter: str | None, role: str) -> None:
     if quality_filter is None:
         return
@@ -100,37 +78,15 @@ def _require_quality(face: DetectedFace, quality_filter: str | None, role: str) 
 
 
 class FaceService:
-    """The business operations. `pipelines` maps pack name -> Pipeline (the loaded packs);
-    `persons` holds the operations on persons, over the same storage and pipelines."""
+    """Collections, faces, search and compare over one `CollectionContext`."""
 
-    def __init__(
-        self,
-        storage: Any,
-        pipelines: dict[str, Pipeline],
-        default_pack: str,
-        store_images: bool = False,
-    ) -> None:
-        if default_pack not in pipelines:
-            raise ValueError(f"default pack {default_pack} has no pipeline")
-        self.storage = storage
-        self.pipelines = pipelines
-        self.default_pack = default_pack
-        self.store_images = store_images
-        self.persons = PersonService(self)
+    def __init__(self, context: CollectionContext) -> None:
+        self.context = context
+        self.storage = context.storage
 
     @property
     def default_pipeline(self) -> Pipeline:
-        return self.pipelines[self.default_pack]
-
-    def _pipeline_for(self, collection: CollectionRecord) -> Pipeline:
-        for pipeline in self.pipelines.values():
-            if pipeline.model_version == collection.model_version:
-                return pipeline
-        loaded = ", ".join(p.model_version for p in self.pipelines.values())
-        raise ModelNotAvailable(
-            f"collection {collection.name!r} uses model {collection.model_version}, "
-            f"which this service does not run (it runs {loaded})"
-        )
+        return self.context.default_pipeline
 
     # Collections -------------------------------------------------------------------------
 
@@ -148,21 +104,20 @@ class FaceService:
             raise InvalidParameter("vector_backend must be a string")
         if vector_options is not None and not isinstance(vector_options, dict):
             raise InvalidParameter("vector_options must be a JSON object")
-        pack = model_pack or self.default_pack
+        pipelines = self.context.pipelines
+        pack = model_pack or self.context.default_pack
         cls = pack_class(pack)  # unknown names are a 400 listing the known packs
-        if pack not in self.pipelines:
+        if pack not in pipelines:
             raise ModelNotAvailable(
                 f"model pack {pack} is not loaded by this service "
-                f"(loaded: {', '.join(sorted(self.pipelines))})"
+                f"(loaded: {', '.join(sorted(pipelines))})"
             )
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidParameter("metadata must be a JSON object")
         return await self.storage.create_collection(
             name,
-            self.pipelines[pack].model_version,
+            pipelines[pack].model_version,
             cls.embedding_dim,
             vector_backend or "pgvector",
-            metadata or {},
+            params.metadata(metadata),
             vector_options=vector_options,
         )
 
@@ -187,14 +142,12 @@ class FaceService:
         metadata: dict | None = None,
     ) -> IndexResult:
         """Detect, filter, embed and store the faces of one image (one transaction)."""
-        external_image_id = _external_id(external_image_id)
+        external_image_id = params.external_id(external_image_id)
         if max_faces is not None:
-            max_faces = _int_param("max_faces", max_faces, 1, MAX_INDEX_FACES)
+            max_faces = params.count("max_faces", max_faces, MAX_INDEX_FACES)
         level = QualityFilter.parse(quality_filter)
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidParameter("metadata must be a JSON object")
-        collection = await self.storage.get_collection(collection_name)
-        pipeline = self._pipeline_for(collection)
+        metadata = params.metadata(metadata)
+        collection, pipeline = await self.context.collection(collection_name)
         found: ImageFaces = await pipeline.detect(image)
         keep, rejected = select_faces(found.faces, max_faces or MAX_INDEX_FACES, level)
         records: list[FaceRecord] = []
@@ -208,11 +161,11 @@ class FaceService:
                     confidence=float(f.confidence),
                     quality=f.quality.to_dict(),
                     embedding=vectors[n],
-                    metadata=metadata or {},
+                    metadata=metadata,
                 )
                 for n, f in enumerate(chosen)
             ]
-            photo = image if self.store_images else None
+            photo = image if self.context.store_images else None
             records = await self.storage.add_faces(
                 collection_name,
                 NewImage(external_image_id, found.width, found.height, photo),
@@ -222,9 +175,9 @@ class FaceService:
         return IndexResult(collection, found.width, found.height, records, unindexed)
 
     async def list_faces(
-        self, collection_name: str, limit: int = 100, cursor: str | None = None
+        self, collection_name: str, limit: int = params.DEFAULT_PAGE, cursor: str | None = None
     ) -> tuple[list[FaceRecord], str | None]:
-        limit = _int_param("limit", limit, 1, 4096)
+        limit = params.count("limit", limit, params.MAX_PAGE)
         return await self.storage.list_faces(collection_name, limit, cursor)
 
     async def delete_faces(self, collection_name: str, face_ids: list[str]) -> list[str]:
@@ -233,11 +186,6 @@ class FaceService:
         return await self.storage.delete_faces(collection_name, list(face_ids))
 
     # Search ------------------------------------------------------------------------------
-
-    def _search_params(self, threshold: float | None, max_results: int | None) -> tuple[float, int]:
-        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
-        k = DEFAULT_SEARCH_RESULTS if max_results is None else max_results
-        return threshold, _int_param("max_results", k, 1, MAX_SEARCH_RESULTS)
 
     async def _matches(
         self,
@@ -248,12 +196,12 @@ class FaceService:
         k: int,
         exclude: str | None = None,
     ) -> list[FaceMatch]:
-        min_cosine = pipeline.calibration.cosine_at(threshold)
         # One more for the excluded face itself, within the store's limit (MaxFaces=4096).
         fetch = min(k + (1 if exclude else 0), MAX_SEARCH_RESULTS)
-        hits = await self.storage.search(collection.name, vector, fetch, min_cosine)
+        bound = min_cosine(pipeline, threshold)
+        hits = await self.storage.search(collection.name, vector, fetch, bound)
         matches = [
-            FaceMatch(float(pipeline.calibration.similarity(cosine)), face)
+            FaceMatch(similarity(pipeline, cosine), face)
             for face, cosine in hits
             if face.face_id != exclude
         ]
@@ -269,9 +217,8 @@ class FaceService:
     ) -> SearchResult:
         """The image's largest face against the collection, best match first. With
         `quality_filter`, a largest face below that bar is an error, not searched."""
-        threshold, k = self._search_params(threshold, max_results)
-        collection = await self.storage.get_collection(collection_name)
-        pipeline = self._pipeline_for(collection)
+        threshold, k = params.search(threshold, max_results, thresholds.SEARCH, MAX_SEARCH_RESULTS)
+        collection, pipeline = await self.context.collection(collection_name)
         found = await pipeline.detect(image)
         if not found.faces:
             raise InvalidParameter("no face detected in the image")
@@ -289,9 +236,8 @@ class FaceService:
         max_results: int | None = None,
     ) -> SearchResult:
         """An indexed face against the rest of its collection (itself excluded)."""
-        threshold, k = self._search_params(threshold, max_results)
-        collection = await self.storage.get_collection(collection_name)
-        pipeline = self._pipeline_for(collection)
+        threshold, k = params.search(threshold, max_results, thresholds.SEARCH, MAX_SEARCH_RESULTS)
+        collection, pipeline = await self.context.collection(collection_name)
         faces = await self.storage.get_faces(collection_name, [face_id])
         if not faces:
             raise NotFound(f"face {face_id} not found in collection {collection_name!r}")
@@ -314,7 +260,7 @@ class FaceService:
     ) -> CompareResult:
         """The source's largest face against every face in the target. With
         `quality_filter`, faces below that bar are not compared (a source face: an error)."""
-        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+        threshold = params.threshold(threshold, thresholds.COMPARE)
         pipeline = self.default_pipeline
         source_faces = (await pipeline.detect(source)).faces
         if not source_faces:
@@ -331,9 +277,9 @@ class FaceService:
         vectors = await pipeline.embed(chips)
         cosines = vectors[1:] @ vectors[0]
         for face, cosine in zip(target_faces, cosines, strict=True):
-            similarity = float(pipeline.calibration.similarity(float(cosine)))
-            if similarity >= threshold:
-                result.matches.append(CompareMatch(similarity, face))
+            score = similarity(pipeline, cosine)
+            if score >= threshold:
+                result.matches.append(CompareMatch(score, face))
             else:
                 result.unmatched.append(face)
         result.matches.sort(key=lambda m: m.similarity, reverse=True)

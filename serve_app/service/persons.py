@@ -5,18 +5,19 @@ by face or by person.
 Rekognition's rules: at most 100 face ids a call and 100 faces a person; a face joins a person
 that has faces only if it resembles one of them (UserMatchThreshold, default 75); searches
 default to threshold 80 and 10 results (at most 500). A person's similarity is the best of
-its faces'. No Ray, no HTTP: the storage and pipeline ports of the `FaceService` it serves.
+its faces'. No Ray, no HTTP: plain async Python over the shared `CollectionContext`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serve_app.errors import InvalidParameter, NotFound
-from serve_app.service.analysis import validate_threshold
+from serve_app.service import params, thresholds
+from serve_app.service.context import CollectionContext, min_cosine, similarity
+from serve_app.service.params import MAX_FACE_IDS, MAX_PERSON_FACES, MAX_PERSON_RESULTS
 from serve_app.service.ports import Pipeline
 from serve_app.store.records import (
     CollectionRecord,
@@ -26,15 +27,7 @@ from serve_app.store.records import (
 )
 from serve_app.vision.types import DetectedFace
 
-if TYPE_CHECKING:
-    from serve_app.service.faces import FaceService
-
-MAX_FACE_IDS = 100  # a call (Rekognition's FaceIds)
-MAX_PERSON_FACES = 100  # a person (Rekognition's faces per user)
-DEFAULT_ASSOCIATION_THRESHOLD = 75.0  # Rekognition's UserMatchThreshold
-DEFAULT_SEARCH_THRESHOLD = 80.0
-DEFAULT_SEARCH_RESULTS = 10
-MAX_SEARCH_RESULTS = 500  # Rekognition's MaxUsers
+__all__ = ["MAX_FACE_IDS", "MAX_PERSON_FACES", "MAX_PERSON_RESULTS", "PersonService"]
 
 
 @dataclass(frozen=True)
@@ -68,39 +61,12 @@ class PersonSearchResult:
     unsearched: list[DetectedFace]  # by image: the image's other (smaller) faces
 
 
-def _count(name: str, value: Any, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameter(f"{name} must be an integer between 1 and {high}")
-    if not 1 <= value <= high:
-        raise InvalidParameter(f"{name} must be between 1 and {high}, got {value}")
-    return value
-
-
-def _face_ids(face_ids: Any) -> list[str]:
-    if isinstance(face_ids, str | bytes) or not isinstance(face_ids, list | tuple):
-        raise InvalidParameter("face_ids must be a list of face ids")
-    if not 1 <= len(face_ids) <= MAX_FACE_IDS:
-        raise InvalidParameter(
-            f"face_ids must hold 1 to {MAX_FACE_IDS} face ids, got {len(face_ids)}"
-        )
-    return list(face_ids)
-
-
-def _metadata(metadata: Any) -> dict:
-    if metadata is not None and not isinstance(metadata, dict):
-        raise InvalidParameter("metadata must be a JSON object")
-    return metadata or {}
-
-
 class PersonService:
-    """Persons of the collections of one `FaceService` (its storage and pipelines)."""
+    """Persons of the collections of one `CollectionContext`."""
 
-    def __init__(self, faces: FaceService) -> None:
-        self._faces = faces
-
-    @property
-    def _storage(self) -> Any:
-        return self._faces.storage
+    def __init__(self, context: CollectionContext) -> None:
+        self.context = context
+        self._storage = context.storage
 
     # Persons -----------------------------------------------------------------------------
 
@@ -114,7 +80,7 @@ class PersonService:
         """A new person without faces; AlreadyExists if `person_id` is taken (a retry with the
         same `request_token` gets the first reply instead)."""
         return await self._storage.create_person(
-            collection, person_id, _metadata(metadata), request_token
+            collection, person_id, params.metadata(metadata), request_token
         )
 
     async def get_person(self, collection: str, person_id: str) -> PersonRecord:
@@ -124,7 +90,7 @@ class PersonService:
         self, collection: str, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[PersonRecord], str | None]:
         """A page of persons by id, and the cursor of the next page (None at the end)."""
-        limit = _count("limit", limit, 4096)
+        limit = params.count("limit", limit, params.MAX_PAGE)
         return await self._storage.list_persons(collection, limit, cursor)
 
     async def delete_person(
@@ -155,16 +121,14 @@ class PersonService:
         """Make indexed faces the person's. Once the person has faces, a new one must reach
         `threshold` (default 75) with at least one of them; a face of another person, or an
         unknown one, is refused; one already the person's counts as associated."""
-        ids = _face_ids(face_ids)
-        threshold = validate_threshold(
-            DEFAULT_ASSOCIATION_THRESHOLD if threshold is None else threshold
-        )
-        pipeline = await self._pipeline(collection)
+        ids = params.face_ids(face_ids)
+        threshold = params.threshold(threshold, thresholds.ASSOCIATION)
+        _, pipeline = await self.context.collection(collection)
         change = await self._storage.associate_faces(
             collection,
             person_id,
             ids,
-            _min_cosine(pipeline, threshold),
+            min_cosine(pipeline, threshold),
             MAX_PERSON_FACES,
             request_token,
         )
@@ -179,7 +143,7 @@ class PersonService:
     ) -> AssociationResult:
         """Make the person's faces belong to nobody; a face of another person, or an unknown
         one, is refused; one that belongs to nobody counts as disassociated."""
-        ids = _face_ids(face_ids)
+        ids = params.face_ids(face_ids)
         change = await self._storage.disassociate_faces(collection, person_id, ids, request_token)
         return _association(change, None)
 
@@ -194,8 +158,7 @@ class PersonService:
     ) -> PersonSearchResult:
         """The persons the image's largest face resembles, best first."""
         threshold, k = _search_params(threshold, max_results)
-        record = await self._storage.get_collection(collection)
-        pipeline = self._faces._pipeline_for(record)
+        record, pipeline = await self.context.collection(collection)
         found = await pipeline.detect(image)
         if not found.faces:
             raise InvalidParameter("no face detected in the image")
@@ -214,8 +177,7 @@ class PersonService:
         """The persons an indexed face resembles, best first. The face itself is left out of
         the comparison: its own person is found through its other faces."""
         threshold, k = _search_params(threshold, max_results)
-        record = await self._storage.get_collection(collection)
-        pipeline = self._faces._pipeline_for(record)
+        record, pipeline = await self.context.collection(collection)
         faces = await self._storage.get_faces(collection, [face_id])
         if not faces:
             raise NotFound(f"face {face_id} not found in collection {collection!r}")
@@ -235,8 +197,7 @@ class PersonService:
         """Other persons who resemble this one (any of its faces), best first: candidates
         for a merge."""
         threshold, k = _search_params(threshold, max_results)
-        record = await self._storage.get_collection(collection)
-        pipeline = self._faces._pipeline_for(record)
+        record, pipeline = await self.context.collection(collection)
         vectors = await self._storage.person_embeddings(collection, person_id)
         matches: list[PersonMatch] = []
         if len(vectors):
@@ -246,9 +207,6 @@ class PersonService:
         return PersonSearchResult(record, None, matches, [])
 
     # Internals ---------------------------------------------------------------------------
-
-    async def _pipeline(self, collection: str) -> Pipeline:
-        return self._faces._pipeline_for(await self._storage.get_collection(collection))
 
     async def _matches(
         self,
@@ -264,26 +222,16 @@ class PersonService:
             collection.name,
             vectors,
             k,
-            _min_cosine(pipeline, threshold),
+            min_cosine(pipeline, threshold),
             exclude_person=exclude_person,
             exclude_face=exclude_face,
         )
-        matches = [
-            PersonMatch(float(pipeline.calibration.similarity(cosine)), person)
-            for person, cosine in hits
-        ]
+        matches = [PersonMatch(similarity(pipeline, cosine), person) for person, cosine in hits]
         return [m for m in matches if m.similarity >= threshold][:k]
 
 
-def _min_cosine(pipeline: Pipeline, threshold: float) -> float:
-    """The cosine similarity `threshold` % stands for, within [-1, 1]."""
-    return min(1.0, max(-1.0, pipeline.calibration.cosine_at(threshold)))
-
-
 def _search_params(threshold: float | None, max_results: int | None) -> tuple[float, int]:
-    threshold = validate_threshold(DEFAULT_SEARCH_THRESHOLD if threshold is None else threshold)
-    k = DEFAULT_SEARCH_RESULTS if max_results is None else max_results
-    return threshold, _count("max_results", k, MAX_SEARCH_RESULTS)
+    return params.search(threshold, max_results, thresholds.PERSONS_SEARCH, MAX_PERSON_RESULTS)
 
 
 def _association(change: PersonFacesChange, pipeline: Pipeline | None) -> AssociationResult:
@@ -294,7 +242,7 @@ def _association(change: PersonFacesChange, pipeline: Pipeline | None) -> Associ
             similarity=(
                 None
                 if refused.cosine is None or pipeline is None
-                else float(pipeline.calibration.similarity(refused.cosine))
+                else similarity(pipeline, refused.cosine)
             ),
             person_id=refused.person_id,
         )

@@ -3,11 +3,15 @@
 The same service code runs in one process (tests, CLI: `LocalPipeline`, `LocalStorage`) and
 in the Ray Serve graph, where the ports are deployment handles. Everything that crosses a
 port is plain data (dataclasses, numpy arrays), so it pickles.
+
+`Storage` is the one declaration of what the service asks of storage: the Search deployment
+accepts exactly its methods (`STORAGE_METHODS`), and `LocalStorage` forwards exactly those.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,6 +19,14 @@ import numpy as np
 from serve_app.config import ImageLimits
 from serve_app.service.analysis import ImageFaces, detect_faces
 from serve_app.store.database import outages_as_unavailable
+from serve_app.store.records import (
+    CollectionRecord,
+    FaceRecord,
+    NewFace,
+    NewImage,
+    PersonFacesChange,
+    PersonRecord,
+)
 from serve_app.vision.calibration import Calibration
 from serve_app.vision.packs.base import ModelPack
 
@@ -28,6 +40,118 @@ class Pipeline(Protocol):
     async def detect(self, data: bytes) -> ImageFaces: ...
 
     async def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+class Storage(Protocol):
+    """Collections, faces and persons (implemented by `serve_app.store.Store`, awaited)."""
+
+    async def ping(self) -> bool: ...
+
+    async def create_collection(
+        self,
+        name: str,
+        model_version: str,
+        embedding_dim: int,
+        vector_backend: str = "pgvector",
+        metadata: dict[str, Any] | None = None,
+        vector_options: Mapping[str, Any] | None = None,
+    ) -> CollectionRecord: ...
+
+    async def get_collection(self, name: str, *, counted: bool = True) -> CollectionRecord: ...
+
+    async def list_collections(self) -> list[CollectionRecord]: ...
+
+    async def delete_collection(self, name: str) -> None: ...
+
+    async def count_faces(self, collection_name: str) -> int: ...
+
+    async def add_faces(
+        self, collection_name: str, image: NewImage, faces: Sequence[NewFace]
+    ) -> list[FaceRecord]: ...
+
+    async def list_faces(
+        self, collection_name: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[FaceRecord], str | None]: ...
+
+    async def get_faces(
+        self, collection_name: str, face_ids: Sequence[str]
+    ) -> list[FaceRecord]: ...
+
+    async def get_embedding(self, collection_name: str, face_id: str) -> np.ndarray: ...
+
+    async def delete_faces(self, collection_name: str, face_ids: Sequence[str]) -> list[str]: ...
+
+    async def search(
+        self, collection_name: str, vector: np.ndarray, k: int, min_cosine: float
+    ) -> list[tuple[FaceRecord, float]]: ...
+
+    async def create_person(
+        self,
+        collection_name: str,
+        person_id: str,
+        metadata: dict[str, Any] | None = None,
+        request_token: str | None = None,
+    ) -> PersonRecord: ...
+
+    async def get_person(self, collection_name: str, person_id: str) -> PersonRecord: ...
+
+    async def list_persons(
+        self, collection_name: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[PersonRecord], str | None]: ...
+
+    async def delete_person(
+        self,
+        collection_name: str,
+        person_id: str,
+        delete_faces: bool = False,
+        request_token: str | None = None,
+    ) -> list[str]: ...
+
+    async def associate_faces(
+        self,
+        collection_name: str,
+        person_id: str,
+        face_ids: Sequence[str],
+        min_cosine: float,
+        max_faces: int,
+        request_token: str | None = None,
+    ) -> PersonFacesChange: ...
+
+    async def disassociate_faces(
+        self,
+        collection_name: str,
+        person_id: str,
+        face_ids: Sequence[str],
+        request_token: str | None = None,
+    ) -> PersonFacesChange: ...
+
+    async def merge_persons(
+        self, collection_name: str, into: str, other: str, max_faces: int
+    ) -> PersonRecord: ...
+
+    async def search_persons(
+        self,
+        collection_name: str,
+        vectors: np.ndarray,
+        k: int,
+        min_cosine: float,
+        exclude_person: str | None = None,
+        exclude_face: str | None = None,
+    ) -> list[tuple[PersonRecord, float]]: ...
+
+    async def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray: ...
+
+
+def _protocol_methods(protocol: type) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, value in vars(protocol).items()
+        if callable(value) and not name.startswith("_")
+    )
+
+
+# The storage port's methods: all that the Search deployment lets a caller run.
+STORAGE_METHODS = _protocol_methods(Storage)
 
 
 class LocalPipeline:
@@ -47,13 +171,15 @@ class LocalPipeline:
 
 
 class LocalStorage:
-    """Any synchronous store object, with every method awaited in a worker thread (and a
-    database that does not answer reported as DatabaseUnavailable)."""
+    """A synchronous store in this process: each `Storage` method is awaited in a worker
+    thread (and a database that does not answer is reported as DatabaseUnavailable)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
 
     def __getattr__(self, name: str) -> Any:
+        if name not in STORAGE_METHODS:
+            raise AttributeError(f"{name!r} is not a method of the Storage port")
         method = getattr(self._store, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:

@@ -19,8 +19,8 @@ from moto.server import ThreadedMotoServer
 
 from serve_app.api import build_rest_app
 from serve_app.config import RekognitionConfig, Settings
-from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
@@ -60,16 +60,16 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def rekognition_service(
     pack: DlibR29Pack, settings: Settings, postgres: EmbeddedPostgres
-) -> Iterator[FaceService]:
+) -> Iterator[Services]:
     # A database of its own on the shared server: these tests see only their collections.
     store = Store.open(postgres.fresh_database("rekognition_tests"))
     pipeline = LocalPipeline(pack, settings.image_limits)
-    yield FaceService(LocalStorage(store), {pack.name: pipeline}, pack.name)
+    yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
     store.close()
 
 
 @pytest.fixture(scope="session")
-def endpoint(rekognition_service: FaceService, s3_endpoint: str) -> Iterator[str]:
+def endpoint(rekognition_service: Services, s3_endpoint: str) -> Iterator[str]:
     """http://127.0.0.1:PORT serving REST v1 and the Rekognition API (keys configured)."""
     config = RekognitionConfig(keys={KEY_ID: SECRET}, s3_endpoint_url=s3_endpoint, region=REGION)
     app = build_rest_app(rekognition_service, rekognition=config)

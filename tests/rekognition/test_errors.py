@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from serve_app.api.payload import RequestTooLarge
+from serve_app.api.body import RequestTooLarge
 from serve_app.api.rekognition.errors import (
     from_service_error,
     internal_error,

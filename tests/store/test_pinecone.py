@@ -561,15 +561,15 @@ def test_over_rest_an_outage_keeps_indexed_faces_and_searches_answer_503(
     pc_store: Store, pinecone: PineconeServer, pack, settings, t1_bytes: bytes
 ) -> None:
     from serve_app.api import build_rest_app
-    from serve_app.service.faces import FaceService
     from serve_app.service.ports import LocalPipeline, LocalStorage
+    from serve_app.service.services import Services
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Starlette asks for httpx2
         from starlette.testclient import TestClient
 
     pipeline = LocalPipeline(pack, settings.image_limits)
-    service = FaceService(LocalStorage(pc_store), {pack.name: pipeline}, pack.name)
+    service = Services.build(LocalStorage(pc_store), {pack.name: pipeline}, pack.name)
     name = f"rest-pc-{uuid.uuid4().hex[:8]}"
     image = {"image": ("t1.jpg", t1_bytes)}
     with TestClient(build_rest_app(service)) as client:

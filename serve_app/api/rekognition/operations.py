@@ -1,4 +1,4 @@
-"""Rekognition's collection, face, search, detect and compare operations over `FaceService`.
+"""Rekognition's collection, face, search, detect and compare operations over the service layer.
 
 Each handler gets the validated request (see `validation.py`) and returns the response
 body; defaults are AWS's. The service does the work; this module only translates.
@@ -15,11 +15,12 @@ from typing import Any
 from serve_app.api.rekognition import shapes
 from serve_app.api.rekognition.errors import RekognitionError
 from serve_app.api.rekognition.images import ImageLoader
-from serve_app.service.faces import MAX_INDEX_FACES, FaceService
+from serve_app.service import thresholds
+from serve_app.service.params import MAX_INDEX_FACES
+from serve_app.service.services import Services
 from serve_app.vision.image import read_image_size
 from serve_app.vision.types import DetectedFace
 
-DEFAULT_FACE_MATCH_THRESHOLD = 80.0
 DEFAULT_LIST_RESULTS = 1000
 # Our pagination errors surface as InvalidParameter; on a list call they mean the token.
 PAGINATION_ERRORS = {"invalid_parameter": "InvalidPaginationTokenException"}
@@ -27,7 +28,7 @@ PAGINATION_ERRORS = {"invalid_parameter": "InvalidPaginationTokenException"}
 
 @dataclass(frozen=True)
 class Context:
-    service: FaceService
+    service: Services
     images: ImageLoader
     region: str
 
@@ -69,7 +70,7 @@ def image_frame(image: bytes, model_version: str) -> shapes.Frame:
 @operation("CreateCollection")
 async def create_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     metadata = {"tags": p["Tags"]} if p.get("Tags") else None
-    collection = await ctx.service.create_collection(p["CollectionId"], metadata=metadata)
+    collection = await ctx.service.faces.create_collection(p["CollectionId"], metadata=metadata)
     return {
         "StatusCode": 200,
         "CollectionArn": shapes.collection_arn(ctx.region, collection.name),
@@ -79,13 +80,13 @@ async def create_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @operation("DeleteCollection")
 async def delete_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    await ctx.service.delete_collection(p["CollectionId"])
+    await ctx.service.faces.delete_collection(p["CollectionId"])
     return {"StatusCode": 200}
 
 
 @operation("DescribeCollection")
 async def describe_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    collection = await ctx.service.describe_collection(p["CollectionId"])
+    collection = await ctx.service.faces.describe_collection(p["CollectionId"])
     result = {
         "FaceCount": collection.face_count or 0,
         "FaceModelVersion": collection.model_version,
@@ -114,7 +115,7 @@ def _decode_token(prefix: str, token: str) -> str:
 
 @operation("ListCollections")
 async def list_collections(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    collections = await ctx.service.list_collections()  # by name
+    collections = await ctx.service.faces.list_collections()  # by name
     if "NextToken" in p:
         after = _decode_token("c1:", p["NextToken"])
         collections = [c for c in collections if c.name > after]
@@ -138,7 +139,7 @@ async def index_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     # "IndexFaces returns no more than 100 detected faces ... even if you specify a larger
     # value for MaxFaces." DetectionAttributes change nothing: we only have the default set.
     max_faces = min(p.get("MaxFaces", MAX_INDEX_FACES), MAX_INDEX_FACES)
-    result = await ctx.service.index_faces(
+    result = await ctx.service.faces.index_faces(
         p["CollectionId"],
         image,
         external_image_id=p.get("ExternalImageId"),
@@ -163,14 +164,16 @@ async def index_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @operation("ListFaces", errors=PAGINATION_ERRORS)
 async def list_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    collection = await ctx.service.describe_collection(p["CollectionId"])
+    collection = await ctx.service.faces.describe_collection(p["CollectionId"])
     limit = page_size(p.get("MaxResults"), DEFAULT_LIST_RESULTS)
     wanted = set(p.get("FaceIds") or ())
     user_id = p.get("UserId")
     cursor = p.get("NextToken")
     faces: list[Any] = []
     while True:
-        page, cursor = await ctx.service.list_faces(collection.name, limit=limit, cursor=cursor)
+        page, cursor = await ctx.service.faces.list_faces(
+            collection.name, limit=limit, cursor=cursor
+        )
         if wanted:
             page = [f for f in page if f.face_id in wanted]
         if user_id is not None:
@@ -192,7 +195,7 @@ async def list_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @operation("DeleteFaces")
 async def delete_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     requested = list(dict.fromkeys(p["FaceIds"]))
-    deleted = await ctx.service.delete_faces(p["CollectionId"], requested)
+    deleted = await ctx.service.faces.delete_faces(p["CollectionId"], requested)
     gone = set(deleted)
     return {
         "DeletedFaces": deleted,
@@ -209,10 +212,10 @@ async def delete_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @operation("SearchFaces")
 async def search_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    result = await ctx.service.search_by_face_id(
+    result = await ctx.service.faces.search_by_face_id(
         p["CollectionId"],
         p["FaceId"],
-        threshold=p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("FaceMatchThreshold", thresholds.SEARCH),
         max_results=p.get("MaxFaces"),
     )
     return {
@@ -225,10 +228,10 @@ async def search_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 @operation("SearchFacesByImage")
 async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
-    result = await ctx.service.search_by_image(
+    result = await ctx.service.faces.search_by_image(
         p["CollectionId"],
         image,
-        threshold=p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("FaceMatchThreshold", thresholds.SEARCH),
         max_results=p.get("MaxFaces"),
         quality_filter=p.get("QualityFilter"),
     )
@@ -249,8 +252,10 @@ async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
 @operation("DetectFaces")
 async def detect_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
-    found = await ctx.service.detect(image)
-    frame = shapes.Frame(found.width, found.height, ctx.service.default_pipeline.model_version)
+    found = await ctx.service.faces.detect(image)
+    frame = shapes.Frame(
+        found.width, found.height, ctx.service.faces.default_pipeline.model_version
+    )
     # Attributes change nothing: the default set is all our packs measure.
     return {"FaceDetails": [frame.face_detail(face) for face in found.faces]}
 
@@ -259,10 +264,10 @@ async def detect_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 async def compare_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     source = await ctx.images.load(p["SourceImage"], "SourceImage")
     target = await ctx.images.load(p["TargetImage"], "TargetImage")
-    result = await ctx.service.compare(
+    result = await ctx.service.faces.compare(
         source,
         target,
-        threshold=p.get("SimilarityThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("SimilarityThreshold", thresholds.COMPARE),
         quality_filter=p.get("QualityFilter"),
     )
     source_frame = image_frame(source, result.model_version)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serve_app.api.payload import BODY_SLACK, read_body
+from serve_app.api.body import BODY_SLACK, read_body
 from serve_app.api.rekognition import users  # noqa: F401  (registers the user operations)
 from serve_app.api.rekognition.errors import (
     CONTENT_TYPE,
@@ -32,7 +32,7 @@ from serve_app.api.rekognition.sigv4 import SignedRequest, SigV4Verifier
 from serve_app.api.rekognition.validation import operation_model, validate_input
 from serve_app.config import RekognitionConfig
 from serve_app.errors import FaceserveError
-from serve_app.service.faces import FaceService
+from serve_app.service.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ def _signed_request(request: Request, body: bytes) -> SignedRequest:
 
 
 class RekognitionEndpoint:
-    """The `POST /` handler over one FaceService."""
+    """The `POST /` handler over the service layer."""
 
-    def __init__(self, service: FaceService, config: RekognitionConfig) -> None:
+    def __init__(self, service: Services, config: RekognitionConfig) -> None:
         self.context = Context(
             service, ImageLoader(config.s3_endpoint_url, config.region), config.region
         )
@@ -141,6 +141,6 @@ class RekognitionEndpoint:
         return name
 
 
-def rekognition_route(service: FaceService, config: RekognitionConfig) -> Route:
+def rekognition_route(service: Services, config: RekognitionConfig) -> Route:
     """`POST /`: the Rekognition-compatible API, for mounting into the REST app."""
     return Route("/", RekognitionEndpoint(service, config).handle, methods=["POST"])
