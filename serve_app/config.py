@@ -1,14 +1,26 @@
-"""One typed settings object, read from FACESERVE_* environment variables.
+"""One typed settings object, read from FACESERVE_* environment variables (pydantic-settings).
 
-The defaults make the embedded, offline setup work with no configuration at all.
+The defaults make the embedded, offline setup work with no configuration at all. Each field
+is declared once, with its type and default; pydantic parses the variables, and a value that
+does not parse is an `InvalidSetting` (an `InvalidParameter`) naming the variable, at start.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from serve_app.errors import InvalidParameter
 
@@ -67,12 +79,41 @@ def parse_aws_keys(text: str, source: str) -> dict[str, str]:
     return keys
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every knob of the service. Field `x_y` is read from `FACESERVE_X_Y`."""
+class InvalidSetting(InvalidParameter):
+    """A FACESERVE_* variable (or a keyword override) that cannot be what its setting is."""
 
-    data_dir: Path = field(default_factory=_default_data_dir)
-    model_dir: Path = field(default_factory=_default_model_dir)
+
+# The environment `from_env` reads instead of os.environ, for the duration of one call.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("faceserve_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # As pydantic-settings reads os.environ here: names match case-insensitively, and
+        # an empty value is unset (env_ignore_empty).
+        return {k.lower(): v for k, v in self._environ.items() if v != ""}
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field `x_y` is read from `FACESERVE_X_Y` (an empty value
+    counts as unset); a value that does not parse is an `InvalidSetting` naming it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        validate_default=False,
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    model_dir: Path = Field(default_factory=_default_model_dir)
     model_pack: str = "dlib-r29"
     # PostgreSQL URL; empty: start an embedded PostgreSQL in data_dir.
     database_url: str = ""
@@ -101,7 +142,7 @@ class Settings:
     # Rekognition-compatible API: access keys as "KEY_ID:SECRET[,KEY_ID:SECRET…]" and/or a file
     # of KEY_ID:SECRET lines. Requests are SigV4-verified against them; "disabled" (logged
     # loudly) accepts unsigned requests, for local development only.
-    aws_keys: str = field(default="", repr=False)  # secrets: never in a repr or log
+    aws_keys: str = Field(default="", repr=False)  # secrets: never in a repr or log
     aws_keys_file: Path | None = None
     aws_auth: str = "sigv4"
     # Where S3Object images are fetched from (empty: AWS's own endpoint for aws_region).
@@ -110,7 +151,7 @@ class Settings:
     # Pinecone vector backend, offered to new collections when the API key is set (PostgreSQL
     # stays the source of truth; see the README). Host: the control-plane URL, empty for
     # Pinecone's cloud, e.g. http://localhost:5080 for Pinecone Local.
-    pinecone_api_key: str = field(default="", repr=False)  # secret: never in a repr or log
+    pinecone_api_key: str = Field(default="", repr=False)  # secret: never in a repr or log
     pinecone_host: str = ""
     # Indexes are named `<prefix>-<collection uuid hex>`: at most 12 characters of a-z 0-9 -.
     pinecone_index_prefix: str = "faceserve"
@@ -142,42 +183,60 @@ class Settings:
             )
         return RekognitionConfig(keys, self.aws_auth, self.s3_endpoint_url, self.aws_region)
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise InvalidSetting(_describe(err, values)) from None
+
+    @field_validator("data_dir", "model_dir", "aws_keys_file", mode="after")
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read settings from the environment; explicit keyword overrides win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, f.type, raw)
-        types = {f.name: f.type for f in fields(cls)}
-        for name, value in overrides.items():
-            if name not in types:
-                raise InvalidParameter(f"unknown setting {name!r}")
-            values[name] = _parse(name, types[name], value) if isinstance(value, str) else value
-        return cls(**values)
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword values win over the environment; no .env or secrets files are read.
+        environ = _ENVIRON.get()
+        env = env_settings if environ is None else _MappingEnvSource(settings_cls, environ)
+        return init_settings, env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from `environ` (default: os.environ); keyword overrides win."""
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise InvalidSetting(f"unknown setting {unknown[0]!r}")
+        token = _ENVIRON.set(environ)
+        try:
+            return cls(**overrides)
+        finally:
+            _ENVIRON.reset(token)
 
 
-def _parse(name: str, type_name: Any, raw: str) -> Any:
-    type_name = str(type_name)
-    try:
-        if type_name in ("Path", "Path | None"):
-            return Path(raw).expanduser()
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        if type_name == "bool":
-            lowered = raw.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-    except ValueError:
-        raise InvalidParameter(
-            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}"
-        ) from None
-    return raw
+_WHAT = {
+    "int_parsing": "a valid integer",
+    "float_parsing": "a valid number",
+    "bool_parsing": "a valid boolean (true/false, 1/0, yes/no, on/off)",
+    "path_type": "a valid path",
+}
+
+
+def _describe(err: ValidationError, values: Mapping[str, Any]) -> str:
+    """The first problem of `err` in words, naming the variable (or keyword) it came from."""
+    problem = err.errors()[0]
+    name = str(problem["loc"][0]) if problem["loc"] else "?"
+    if problem["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}"
+    source = name if name in values else f"{ENV_PREFIX}{name.upper()}"
+    what = _WHAT.get(problem["type"], problem["msg"].lower())
+    if not what.startswith("a "):
+        return f"{source}={problem.get('input')!r}: {what}"
+    return f"{source}={problem.get('input')!r} is not {what}"

@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from serve_app.config import Settings
@@ -45,7 +44,7 @@ def start_local(settings: Settings, config_path: Path | None, num_cpus: int | No
         http_options={"host": settings.host, "port": settings.port},
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
     )
-    args = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    args = settings.model_dump()
     serve.run(build_app(args, config_path), name="faceserve", route_prefix="/")
 
 

@@ -1,5 +1,5 @@
 """Shared fixtures: a prepared model directory, the default pack, the test photos, and one
-embedded PostgreSQL for the tests of the store and the operator."""
+embedded PostgreSQL for every test that does not stop, kill or restart its server."""
 
 from __future__ import annotations
 

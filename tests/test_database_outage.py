@@ -25,6 +25,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server() -> Iterator[EmbeddedPostgres]:
+    # Its own server, not the shared one: these tests stop and restart it mid-request.
     # Outside pytest's basetemp: the server runs as another OS user (see tests/conftest.py).
     with tempfile.TemporaryDirectory(prefix="faceserve-outage-tests-") as directory:
         pg = EmbeddedPostgres(Path(directory), port=_free_port())  # same port after a restart

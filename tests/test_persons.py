@@ -4,8 +4,6 @@ a real embedded PostgreSQL. Rekognition's rules for users, as a client would not
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,14 +30,11 @@ PROBES = {"obama": "obama/obama2.jpg", "biden": "biden/biden2.jpg"}
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    # Outside pytest's basetemp, which pytest resets to 0700 (see tests/store/conftest.py).
-    directory = Path(tempfile.mkdtemp(prefix="faceserve-persons-tests-"))
-    with EmbeddedPostgres(directory) as postgres:
-        opened = Store.open(postgres.url)
-        yield opened
-        opened.close()
-    shutil.rmtree(directory, ignore_errors=True)
+def store(postgres: EmbeddedPostgres) -> Iterator[Store]:
+    # A database of its own on the shared server: these tests see only their collections.
+    opened = Store.open(postgres.fresh_database("persons_tests"))
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="module")

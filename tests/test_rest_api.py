@@ -15,7 +15,6 @@ import logging
 import random
 import re
 import string
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -59,13 +58,9 @@ PEOPLE = {
 
 
 @pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    # Not under pytest's basetemp: as root the server runs as another OS user, and each new
-    # pytest run on the machine chmods that tree back to 0700 (see tests/store/conftest.py).
-    with tempfile.TemporaryDirectory(prefix="faceserve-rest-tests-") as directory:
-        server = EmbeddedPostgres(Path(directory))
-        yield server.start()
-        server.stop()
+def database_url(postgres: EmbeddedPostgres) -> str:
+    # A database of its own on the shared server: these tests see only their collections.
+    return postgres.fresh_database("rest_tests")
 
 
 @pytest.fixture(scope="module")

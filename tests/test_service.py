@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -20,14 +17,11 @@ from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[Store]:
-    # Outside pytest's basetemp, which pytest resets to 0700 (see tests/store/conftest.py).
-    directory = Path(tempfile.mkdtemp(prefix="faceserve-service-tests-"))
-    with EmbeddedPostgres(directory) as postgres:
-        opened = Store.open(postgres.url)
-        yield opened
-        opened.close()
-    shutil.rmtree(directory, ignore_errors=True)
+def store(postgres: EmbeddedPostgres) -> Iterator[Store]:
+    # A database of its own on the shared server: these tests see only their collections.
+    opened = Store.open(postgres.fresh_database("service_tests"))
+    yield opened
+    opened.close()
 
 
 def _service(store: Store, pack: DlibR29Pack, store_images: bool) -> Services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-from serve_app.store.collection_schema import CONTROL_SCHEMA
+CONTROL_SCHEMA = "faceserve"
 
 metadata = MetaData(schema=CONTROL_SCHEMA)
 
@@ -20,6 +20,5 @@ collections = Table(
     Column("vector_backend", Text, nullable=False),
     Column("metadata", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("schema_version", Integer, nullable=False),
     Column("vector_options", JSONB, nullable=False),
 )

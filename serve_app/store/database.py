@@ -1,26 +1,19 @@
-"""Engine construction and schema migrations (Alembic, configured in code)."""
+"""Engine construction, and PostgreSQL outages as 503s (schema upgrades: `versions.py`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from serve_app.errors import DatabaseUnavailable
-from serve_app.store.collection_schema import CONTROL_SCHEMA, upgrade_collection_schemas
 
 T = TypeVar("T")
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# Any fixed 64-bit key: serialises concurrent `migrate()` calls (several replicas starting).
-_MIGRATION_LOCK_KEY = 0x66616365736572  # "faceser"
 
 
 def create_engine_for(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Engine:
@@ -49,28 +42,6 @@ def outages_as_unavailable(call: Callable[..., T], *args: Any, **kwargs: Any) ->
         raise DatabaseUnavailable(
             "the database did not answer (it may be restarting); retry in a few seconds"
         ) from err
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the control schema to the newest Alembic revision, then every collection schema.
-
-    Idempotent and safe to call from several processes at once (an advisory lock orders them).
-    """
-    with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {CONTROL_SCHEMA}"))
-        config = alembic_config()
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
-        upgrade_collection_schemas(conn)
-
-
-def alembic_config() -> Config:
-    """Alembic's configuration, built in code: no alembic.ini is needed at runtime."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("path_separator", "os")
-    return config
 
 
 def _json_default(value: Any) -> Any:

@@ -11,6 +11,7 @@ import atexit
 import importlib.util
 import logging
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -125,6 +126,23 @@ class EmbeddedPostgres:
             if self._server_pid() is None:
                 return
             self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-m", "fast", "stop"])
+
+    def fresh_database(self, name: str) -> str:
+        """An empty database `name` (dropped first if it exists) owned by the app role, with
+        the vector extension; returns its URL. For tests that need a database of their own
+        on one shared server (the server must be running)."""
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) or name in (DATABASE, "postgres"):
+            raise EmbeddedPostgresError(f"not a name for a fresh database: {name!r}")
+        if self._port is None:
+            raise EmbeddedPostgresError("the embedded PostgreSQL server is not running")
+        password = self._password()
+        with _admin_connection(self._dsn(SUPERUSER, "postgres", password)) as conn:
+            cur = conn.cursor()
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}" OWNER {APP_ROLE}')
+        with _admin_connection(self._dsn(SUPERUSER, name, password)) as conn:
+            conn.cursor().execute("CREATE EXTENSION IF NOT EXISTS vector")
+        return self._url(APP_ROLE, name)
 
     def restart_if_dead(self) -> bool:
         """Start the server again, on the same port, if it died while we owned it.

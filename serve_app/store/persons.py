@@ -1,27 +1,29 @@
 """Persons in the store: faces of one individual grouped under an id the client chose
 (Rekognition's users).
 
-Mixed into `Store`; each public method is one transaction. The rules that need a consistent
-view (one person per face, at most `max_faces` faces a person, a new face must resemble the
-person's faces) are checked here under row locks, so racing requests cannot break them; the
-numbers themselves (limits, the cosine a threshold means) are the service layer's.
+`Store` hands these calls to a `PersonStorage`; each public method is one transaction. The
+rules that need a consistent view (one person per face, at most `max_faces` faces a person,
+a new face must resemble the person's faces) are checked here under row locks, so racing
+requests cannot break them; the numbers themselves (limits, the cosine a threshold means)
+are the service layer's.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, func, select
+from sqlalchemy import Connection, Row, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import request_tokens
 from serve_app.store import validation as check
+from serve_app.store.access import CollectionAccess
 from serve_app.store.collection_schema import CollectionTables, tables_for
+from serve_app.store.faces import remove_faces
 from serve_app.store.records import (
     CollectionRecord,
     FaceRefusal,
@@ -30,33 +32,16 @@ from serve_app.store.records import (
     RefusedFace,
 )
 
-if TYPE_CHECKING:
-    from serve_app.store.vectors import VectorIndex
-
 MAX_PAGE = 4096
 MAX_K = 4096
 MAX_QUERY_VECTORS = 4096
 
 
 class PersonStorage:
-    """The persons half of `Store` (which provides the connection and collection lookups)."""
+    """The persons of every collection, reached through a `CollectionAccess`."""
 
-    if TYPE_CHECKING:
-        engine: Engine
-
-        def _reading(self) -> AbstractContextManager[Connection]: ...
-
-        def _collection(
-            self, conn: Connection, name: str, *, lock: str | None = None, counted: bool = False
-        ) -> CollectionRecord: ...
-
-        def _index(self, collection: CollectionRecord) -> VectorIndex: ...
-
-        def _delete_faces(
-            self, conn: Connection, collection: CollectionRecord, ids: list[str]
-        ) -> list[str]: ...
-
-        def _after_commit(self, collection: CollectionRecord) -> None: ...
+    def __init__(self, access: CollectionAccess) -> None:
+        self._access = access
 
     def create_person(
         self,
@@ -69,7 +54,7 @@ class PersonStorage:
         pid = check.person_id(person_id)
         meta = check.json_object("metadata", metadata)
         token = check.request_token(request_token)
-        with self._writing(collection_name) as (conn, collection, t):
+        with self._access.writing(collection_name) as (conn, collection, t):
             replay = request_tokens.claim(conn, t, token, "create_person", [pid, meta])
             if replay is not None:
                 return PersonRecord.from_json(replay)
@@ -90,8 +75,8 @@ class PersonStorage:
     def get_person(self, collection_name: str, person_id: str) -> PersonRecord:
         """The person with its face count; NotFound if there is none."""
         pid = check.person_id(person_id)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             t = tables_for(collection.schema_name)
             row = _person_row(conn, t, pid, collection_name)
             return _person_record(row, _face_count(conn, t, row.id))
@@ -102,8 +87,8 @@ class PersonStorage:
         """A page of persons by id, and the cursor of the next page (None at the end)."""
         limit = check.positive_int("limit", limit, maximum=MAX_PAGE)
         after = None if cursor is None else check.decode_person_cursor(cursor)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             t = tables_for(collection.schema_name)
             query = select(t.persons, _face_count_of(t).label("face_count"))
             if after is not None:
@@ -127,7 +112,7 @@ class PersonStorage:
         if not isinstance(delete_faces, bool):
             raise InvalidParameter("delete_faces must be true or false")
         token = check.request_token(request_token)
-        with self._writing(collection_name) as (conn, collection, t):
+        with self._access.writing(collection_name) as (conn, collection, t):
             replay = request_tokens.claim(conn, t, token, "delete_person", [pid, delete_faces])
             if replay is not None:
                 return list(replay["deleted_faces"])
@@ -135,11 +120,11 @@ class PersonStorage:
             deleted: list[str] = []
             if delete_faces:
                 ids = _person_face_ids(conn, t, row.id)
-                deleted = self._delete_faces(conn, collection, ids)
+                deleted = remove_faces(conn, self._access.index(collection), collection, ids)
             conn.execute(t.persons.delete().where(t.persons.c.id == row.id))
             request_tokens.remember(conn, t, token, {"deleted_faces": deleted})
         if deleted:
-            self._after_commit(collection)
+            self._access.after_commit(collection)
         return deleted
 
     def associate_faces(
@@ -161,7 +146,7 @@ class PersonStorage:
         limit = check.positive_int("max_faces", max_faces, maximum=MAX_PAGE)
         token = check.request_token(request_token)
         parameters = [pid, ids, min_cos, limit]
-        with self._writing(collection_name) as (conn, collection, t):
+        with self._access.writing(collection_name) as (conn, collection, t):
             replay = request_tokens.claim(conn, t, token, "associate_faces", parameters)
             if replay is not None:
                 return PersonFacesChange.from_json(replay)
@@ -214,7 +199,7 @@ class PersonStorage:
         pid = check.person_id(person_id)
         ids = check.face_ids(face_ids)
         token = check.request_token(request_token)
-        with self._writing(collection_name) as (conn, collection, t):
+        with self._access.writing(collection_name) as (conn, collection, t):
             replay = request_tokens.claim(conn, t, token, "disassociate_faces", [pid, ids])
             if replay is not None:
                 return PersonFacesChange.from_json(replay)
@@ -251,7 +236,7 @@ class PersonStorage:
         limit = check.positive_int("max_faces", max_faces, maximum=MAX_PAGE)
         if into_id == other_id:
             raise InvalidParameter(f"cannot merge person {into_id!r} into itself")
-        with self._writing(collection_name) as (conn, collection, t):
+        with self._access.writing(collection_name) as (conn, collection, t):
             # Both rows locked in one statement, in id order: two opposite merges cannot deadlock.
             rows = conn.execute(
                 select(t.persons)
@@ -296,15 +281,15 @@ class PersonStorage:
         min_cos = check.cosine(min_cosine)
         excluded = None if exclude_person is None else check.person_id(exclude_person)
         face = None if exclude_face is None else check.face_id(exclude_face)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             t = tables_for(collection.schema_name)
             queries = _query_vectors(vectors, collection)
             excluded_row = None
             if excluded is not None:
                 query = select(t.persons.c.id).where(t.persons.c.external_id == excluded)
                 excluded_row = conn.execute(query).scalar_one_or_none()
-            index = self._index(collection)
+            index = self._access.index(collection)
             best: dict[str, float] = {}
             for query_vector in queries:
                 for row_id, cosine in index.search_persons(
@@ -318,26 +303,17 @@ class PersonStorage:
     def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray:
         """The embeddings of the person's faces, shape (faces, dim); NotFound without person."""
         pid = check.person_id(person_id)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             t = tables_for(collection.schema_name)
             row = _person_row(conn, t, pid, collection_name)
             ids = _person_face_ids(conn, t, row.id)
-            vectors = self._index(collection).get_many(conn, collection, ids)
+            vectors = self._access.index(collection).get_many(conn, collection, ids)
         if not vectors:
             return np.zeros((0, collection.embedding_dim), dtype=np.float32)
         return np.stack([vectors[i] for i in ids if i in vectors])
 
     # -- internals ------------------------------------------------------------------------
-
-    @contextmanager
-    def _writing(
-        self, collection_name: str
-    ) -> Iterator[tuple[Connection, CollectionRecord, CollectionTables]]:
-        """A write transaction in a collection that cannot be deleted until it commits."""
-        with self.engine.begin() as conn:
-            collection = self._collection(conn, collection_name, lock="key_share")
-            yield conn, collection, tables_for(collection.schema_name)
 
     def _best_cosines(
         self,
@@ -349,7 +325,7 @@ class PersonStorage:
         """Each candidate face's best cosine with the person's faces (none if it has none)."""
         if not candidates or not own:
             return {}
-        vectors = self._index(collection).get_many(conn, collection, candidates + own)
+        vectors = self._access.index(collection).get_many(conn, collection, candidates + own)
         mine = [vectors[i] for i in own if i in vectors]
         asked = [i for i in candidates if i in vectors]
         if not mine or not asked:

@@ -1,60 +1,43 @@
 """Checking and repairing a collection's storage: for the operator and the periodic pass.
 
-Mixed into `Store`. Storage can go missing behind the service's back (a dropped schema or
-table, a Pinecone index deleted in its console) or be left half-written by a crash between
-PostgreSQL and Pinecone; these find it, in words, and put it back, with PostgreSQL as the
-source of truth.
+`Store` hands these calls to a `StorageRepair`. Storage can go missing behind the service's
+back (a dropped schema or table, a Pinecone index deleted in its console) or be left
+half-written by a crash between PostgreSQL and Pinecone; these find it, in words, and put it
+back, with PostgreSQL as the source of truth.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from serve_app.errors import FaceserveError, NotFound
-from serve_app.store.collection_schema import (
-    SCHEMA_VERSION,
-    collection_schema_problems,
-    repair_collection_schema,
-    schema_exists,
-)
+from serve_app.store.access import GONE, CollectionAccess
+from serve_app.store.collection_schema import collection_schema_problems, repair_collection_schema
 from serve_app.store.control import collections
-from serve_app.store.records import CollectionRecord
-
-if TYPE_CHECKING:
-    from serve_app.store.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
 
 # First key of the advisory locks that serialise repairs of one collection ("fcr").
 _REPAIR_LOCK_CLASS = 0x666372
-# SQLSTATEs of a table or schema that vanished: the collection was deleted meanwhile.
-_GONE = {"42P01", "3F000"}
 
 
 class StorageRepair:
-    """The repair half of `Store` (which provides the engine and collection lookups)."""
+    """Finds and mends what is missing of collections' storage, through a `CollectionAccess`."""
 
-    if TYPE_CHECKING:
-        engine: Engine
-
-        def _collection(
-            self, conn: Connection, name: str, *, lock: str | None = None, counted: bool = False
-        ) -> CollectionRecord: ...
-
-        def _index(self, collection: CollectionRecord) -> VectorIndex: ...
+    def __init__(self, access: CollectionAccess) -> None:
+        self._access = access
 
     def storage_problems(self, name: str) -> list[str]:
         """What is missing (or stuck) of the collection's storage, in words; [] when whole.
         NotFound if there is no such collection; VectorStoreUnavailable if Pinecone cannot
         be asked."""
-        with self.engine.begin() as conn:
-            collection = self._collection(conn, name)
-            index = self._index(collection)
+        with self._access.engine.begin() as conn:
+            collection = self._access.collection(conn, name)
+            index = self._access.index(collection)
             problems = collection_schema_problems(conn, collection.schema_name)
             return problems + index.storage_problems(conn, collection)
 
@@ -66,26 +49,21 @@ class StorageRepair:
 
         `full=False` (the periodic pass) scans Pinecone for orphans only when its count
         disagrees with PostgreSQL's."""
-        with self.engine.begin() as conn:
-            collection = self._collection(conn, name, lock="key_share")  # no delete meanwhile
-            index = self._index(collection)
+        with self._access.engine.begin() as conn:
+            collection = self._access.collection(
+                conn, name, lock="key_share"
+            )  # no delete meanwhile
+            index = self._access.index(collection)
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(:c, :k)"),
                 {"c": _REPAIR_LOCK_CLASS, "k": _lock_key(collection.id)},
             )
-            recreated = not schema_exists(conn, collection.schema_name)
             done = repair_collection_schema(conn, collection.schema_name)
-            if recreated:
-                conn.execute(
-                    collections.update()
-                    .where(collections.c.id == collection.id)
-                    .values(schema_version=SCHEMA_VERSION)
-                )
             done += index.ensure_storage(conn, collection)
         try:
-            return done + index.repair(self.engine, collection, full=full)
+            return done + index.repair(self._access.engine, collection, full=full)
         except DBAPIError as err:
-            if getattr(err.orig, "pgcode", None) in _GONE:  # deleted while we were at it
+            if getattr(err.orig, "pgcode", None) in GONE:  # deleted while we were at it
                 raise NotFound(f"collection {name!r} was deleted") from None
             raise
 
@@ -93,7 +71,7 @@ class StorageRepair:
         """`repair_storage` (without a full orphan scan) for every collection, one at a time;
         collection name -> what was done. A collection that fails is logged and reported as
         `["repair failed: ..."]`; the others still run."""
-        with self.engine.begin() as conn:
+        with self._access.engine.begin() as conn:
             names = list(
                 conn.execute(select(collections.c.name).order_by(collections.c.name)).scalars()
             )

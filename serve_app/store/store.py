@@ -10,41 +10,48 @@ recreates what is missing of a collection's storage and sends what a crash left 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Row, Select, func, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import validation as check
+from serve_app.store.access import CollectionAccess, collection_record, count_faces_and_persons
 from serve_app.store.collection_schema import (
-    SCHEMA_VERSION,
-    CollectionTables,
     create_collection_schema,
     drop_collection_schema,
-    quoted_schema,
     schema_name_for,
     tables_for,
 )
 from serve_app.store.control import collections
-from serve_app.store.database import create_engine_for, migrate
+from serve_app.store.database import create_engine_for
+from serve_app.store.faces import face_record, face_row, faces_by_id, faces_query, remove_faces
 from serve_app.store.persons import PersonStorage
-from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
+from serve_app.store.records import (
+    CollectionRecord,
+    FaceRecord,
+    NewFace,
+    NewImage,
+    PersonFacesChange,
+    PersonRecord,
+)
 from serve_app.store.repair import StorageRepair
 from serve_app.store.vectors import PgVectorIndex, VectorIndex
+from serve_app.store.versions import migrate
 
 MAX_PAGE = 4096
 MAX_K = 4096
-# SQLSTATEs of a table or schema that vanished under us: the collection was just deleted.
-_GONE = {"42P01", "3F000"}
 _UNIQUE_VIOLATION = "23505"
 
 
-class Store(PersonStorage, StorageRepair):
-    """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`."""
+class Store:
+    """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`.
+
+    Collections and faces are handled here; persons by a `PersonStorage` and the repair API
+    by a `StorageRepair`, both given the same `CollectionAccess` (engine, indexes, lookups)."""
 
     def __init__(
         self,
@@ -56,9 +63,13 @@ class Store(PersonStorage, StorageRepair):
         """`vector_indexes`: the backends collections may use (pgvector is always there);
         `vector_index`, the older spelling, adds one more."""
         self.engine = engine
-        self._indexes: dict[str, VectorIndex] = {"pgvector": PgVectorIndex()}
+        indexes: dict[str, VectorIndex] = {"pgvector": PgVectorIndex()}
         for index in [*vector_indexes, *([vector_index] if vector_index else [])]:
-            self._indexes[index.name] = index
+            indexes[index.name] = index
+        self._access = CollectionAccess(engine, indexes)
+        self._indexes = self._access.indexes
+        self._persons = PersonStorage(self._access)
+        self._repair = StorageRepair(self._access)
 
     @classmethod
     def open(
@@ -130,7 +141,6 @@ class Store(PersonStorage, StorageRepair):
             "vector_backend": vector_backend,
             "metadata": meta,
             "vector_options": options,
-            "schema_version": SCHEMA_VERSION,
         }
         created_outside = False  # whether index.create made something only the commit keeps
         try:
@@ -139,7 +149,6 @@ class Store(PersonStorage, StorageRepair):
                 created_at = conn.execute(
                     collections.insert().values(**values).returning(collections.c.created_at)
                 ).scalar_one()
-                values.pop("schema_version")
                 record = CollectionRecord(
                     **values, created_at=created_at, face_count=0, person_count=0
                 )
@@ -160,8 +169,8 @@ class Store(PersonStorage, StorageRepair):
         """The collection, with its face and person counts unless `counted=False` (which reads
         only the control row, so works even when the collection's schema is damaged);
         NotFound if there is none."""
-        with self._reading() as conn:
-            return self._collection(conn, name, counted=counted)
+        with self._access.reading() as conn:
+            return self._access.collection(conn, name, counted=counted)
 
     def list_collections(self) -> list[CollectionRecord]:
         """Every collection, by name, with face counts."""
@@ -179,11 +188,11 @@ class Store(PersonStorage, StorageRepair):
                 ).scalars()
             )
             counts = {
-                row.schema_name: self._counts(conn, row.schema_name)
+                row.schema_name: count_faces_and_persons(conn, row.schema_name)
                 for row in rows
                 if row.schema_name in present
             }
-            return [_collection_record(row, *counts.get(row.schema_name, (0, 0))) for row in rows]
+            return [collection_record(row, *counts.get(row.schema_name, (0, 0))) for row in rows]
 
     def delete_collection(self, name: str) -> None:
         """Drop the collection's schema (faces, vectors, ...) and its control row, atomically.
@@ -191,15 +200,15 @@ class Store(PersonStorage, StorageRepair):
         An index outside PostgreSQL is deleted last before the commit: if that fails, nothing
         is deleted; if the commit then fails, `repair_storage` recreates and refills it."""
         with self.engine.begin() as conn:
-            collection = self._collection(conn, name, lock="update")
+            collection = self._access.collection(conn, name, lock="update")
             drop_collection_schema(conn, collection.schema_name)
             conn.execute(collections.delete().where(collections.c.id == collection.id))
-            self._index(collection).drop(conn, collection)
+            self._access.index(collection).drop(conn, collection)
 
     def count_faces(self, collection_name: str) -> int:
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
-            return self._count(conn, collection.schema_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
+            return _count_faces(conn, collection.schema_name)
 
     # -- faces ----------------------------------------------------------------------------
 
@@ -218,7 +227,7 @@ class Store(PersonStorage, StorageRepair):
         if len(faces) > MAX_PAGE:
             raise InvalidParameter(f"at most {MAX_PAGE} faces per image, got {len(faces)}")
         with self.engine.begin() as conn:
-            collection = self._collection(conn, collection_name, lock="key_share")
+            collection = self._access.collection(conn, collection_name, lock="key_share")
             vectors = np.stack(
                 [
                     check.embedding(f.embedding, collection.embedding_dim, collection_name)
@@ -226,7 +235,7 @@ class Store(PersonStorage, StorageRepair):
                 ]
             )
             image_id = str(uuid.uuid4())
-            face_rows = [_face_row(face, image_id, external_image_id) for face in faces]
+            face_rows = [face_row(face, image_id, external_image_id) for face in faces]
             t = tables_for(collection.schema_name)
             conn.execute(
                 t.images.insert().values(
@@ -239,9 +248,9 @@ class Store(PersonStorage, StorageRepair):
             )
             conn.execute(t.faces.insert(), face_rows)
             face_ids = [row["id"] for row in face_rows]
-            self._index(collection).add(conn, collection, face_ids, vectors)
-            added = self._faces_by_id(conn, collection, face_ids)
-        self._after_commit(collection)
+            self._access.index(collection).add(conn, collection, face_ids, vectors)
+            added = faces_by_id(conn, collection, face_ids)
+        self._access.after_commit(collection)
         return added
 
     def list_faces(
@@ -250,32 +259,29 @@ class Store(PersonStorage, StorageRepair):
         """A page of faces in indexing order, and the cursor of the next page (None at the end)."""
         limit = check.positive_int("limit", limit, maximum=MAX_PAGE)
         after = -1 if cursor is None else check.decode_cursor(cursor)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             t = tables_for(collection.schema_name)
             rows = conn.execute(
-                _faces_query(t)
-                .where(t.faces.c.seq > after)
-                .order_by(t.faces.c.seq)
-                .limit(limit + 1)
+                faces_query(t).where(t.faces.c.seq > after).order_by(t.faces.c.seq).limit(limit + 1)
             ).all()
         page = rows[:limit]
         next_cursor = check.encode_cursor(page[-1].seq) if len(rows) > limit else None
-        return [_face_record(row) for row in page], next_cursor
+        return [face_record(row) for row in page], next_cursor
 
     def get_faces(self, collection_name: str, face_ids: Sequence[str]) -> list[FaceRecord]:
         """The faces with these ids, in the order asked; unknown ids are left out."""
         ids = check.face_ids(face_ids)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
-            return self._faces_by_id(conn, collection, ids)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
+            return faces_by_id(conn, collection, ids)
 
     def get_embedding(self, collection_name: str, face_id: str) -> np.ndarray:
         """The stored embedding of one face (float32); NotFound if the face is not there."""
         fid = check.face_id(face_id)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
-            vector = self._index(collection).get(conn, collection, fid)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
+            vector = self._access.index(collection).get(conn, collection, fid)
         if vector is None:
             raise NotFound(f"face {fid} not found in collection {collection_name!r}")
         return vector
@@ -286,10 +292,10 @@ class Store(PersonStorage, StorageRepair):
         if not ids:
             return []
         with self.engine.begin() as conn:
-            collection = self._collection(conn, collection_name, lock="key_share")
-            deleted = self._delete_faces(conn, collection, ids)
+            collection = self._access.collection(conn, collection_name, lock="key_share")
+            deleted = remove_faces(conn, self._access.index(collection), collection, ids)
         if deleted:
-            self._after_commit(collection)
+            self._access.after_commit(collection)
         return deleted
 
     def search(
@@ -298,174 +304,115 @@ class Store(PersonStorage, StorageRepair):
         """The `k` faces nearest to `vector` with cosine similarity >= min_cosine, best first."""
         k = check.positive_int("k", k, maximum=MAX_K)
         min_cos = check.cosine(min_cosine)
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
             query = check.embedding(vector, collection.embedding_dim, collection_name)
-            hits = self._index(collection).search(conn, collection, query, k, min_cos)
-            records = {
-                r.face_id: r for r in self._faces_by_id(conn, collection, [h[0] for h in hits])
-            }
+            hits = self._access.index(collection).search(conn, collection, query, k, min_cos)
+            records = {r.face_id: r for r in faces_by_id(conn, collection, [h[0] for h in hits])}
         return [(records[face_id], score) for face_id, score in hits if face_id in records]
 
     def vector_stats(self, collection_name: str) -> dict[str, Any]:
         """Facts about a collection's vectors: how many, and for Pinecone the index, its own
         count and what is still pending."""
-        with self._reading() as conn:
-            collection = self._collection(conn, collection_name)
-            return self._index(collection).stats(conn, collection)
+        with self._access.reading() as conn:
+            collection = self._access.collection(conn, collection_name)
+            return self._access.index(collection).stats(conn, collection)
 
-    # -- internals ------------------------------------------------------------------------
+    # -- persons (see PersonStorage) ------------------------------------------------------
 
-    def _after_commit(self, collection: CollectionRecord) -> None:
-        """Let the collection's backend send what the committed transaction left pending."""
-        self._index(collection).after_commit(self.engine, collection)
+    def create_person(
+        self,
+        collection_name: str,
+        person_id: str,
+        metadata: dict[str, Any] | None = None,
+        request_token: str | None = None,
+    ) -> PersonRecord:
+        """A new person without faces (`PersonStorage.create_person`)."""
+        return self._persons.create_person(collection_name, person_id, metadata, request_token)
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A read transaction; a collection dropped mid-way reads as NotFound, not a 500."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except DBAPIError as err:
-            if getattr(err.orig, "pgcode", None) in _GONE:
-                raise NotFound("the collection was deleted") from None
-            raise
+    def get_person(self, collection_name: str, person_id: str) -> PersonRecord:
+        """The person with its face count (`PersonStorage.get_person`)."""
+        return self._persons.get_person(collection_name, person_id)
 
-    def _collection(
-        self, conn: Connection, name: str, *, lock: str | None = None, counted: bool = False
-    ) -> CollectionRecord:
-        check.collection_name(name)
-        query = select(collections).where(collections.c.name == name)
-        if lock == "key_share":  # holds off delete_collection until we commit
-            query = query.with_for_update(key_share=True)
-        elif lock == "update":
-            query = query.with_for_update()
-        row = conn.execute(query).one_or_none()
-        if row is None:
-            raise NotFound(f"collection {name!r} not found")
-        if counted:
-            return _collection_record(row, *self._counts(conn, row.schema_name))
-        return _collection_record(row, None, None)
+    def list_persons(
+        self, collection_name: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[PersonRecord], str | None]:
+        """A page of persons by id (`PersonStorage.list_persons`)."""
+        return self._persons.list_persons(collection_name, limit, cursor)
 
-    def _index(self, collection: CollectionRecord) -> VectorIndex:
-        index = self._indexes.get(collection.vector_backend)
-        if index is None:
-            raise InvalidParameter(
-                f"collection {collection.name!r} uses vector backend "
-                f"{collection.vector_backend!r}, which is not configured here"
-            )
-        return index
-
-    @staticmethod
-    def _count(conn: Connection, schema_name: str) -> int:
-        faces = tables_for(schema_name).faces
-        return int(conn.execute(select(func.count()).select_from(faces)).scalar_one())
-
-    @staticmethod
-    def _counts(conn: Connection, schema_name: str) -> tuple[int, int]:
-        """How many faces and persons the collection holds."""
-        t = tables_for(schema_name)
-        faces = select(func.count()).select_from(t.faces).scalar_subquery()
-        persons = select(func.count()).select_from(t.persons).scalar_subquery()
-        row = conn.execute(select(faces, persons)).one()
-        return int(row[0]), int(row[1])
-
-    def _delete_faces(
-        self, conn: Connection, collection: CollectionRecord, ids: list[str]
+    def delete_person(
+        self,
+        collection_name: str,
+        person_id: str,
+        delete_faces: bool = False,
+        request_token: str | None = None,
     ) -> list[str]:
-        """Delete faces, their vectors and the images left without faces; the ids deleted."""
-        if not ids:
-            return []
-        t = tables_for(collection.schema_name)
-        self._index(collection).delete(conn, collection, ids)
-        deleted = conn.execute(
-            t.faces.delete()
-            .where(t.faces.c.id.in_(ids))
-            .returning(t.faces.c.id, t.faces.c.image_id)
-        ).all()
-        image_ids = list({row.image_id for row in deleted})
-        if image_ids:
-            still_used = select(t.faces.c.id).where(t.faces.c.image_id == t.images.c.id)
-            conn.execute(
-                t.images.delete().where(t.images.c.id.in_(image_ids), ~still_used.exists())
-            )
-        gone = {str(row.id) for row in deleted}
-        return [i for i in ids if i in gone]
+        """Delete a person, and its faces if asked (`PersonStorage.delete_person`)."""
+        return self._persons.delete_person(collection_name, person_id, delete_faces, request_token)
 
-    @staticmethod
-    def _faces_by_id(
-        conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
-    ) -> list[FaceRecord]:
-        if not face_ids:
-            return []
-        t = tables_for(collection.schema_name)
-        rows = conn.execute(_faces_query(t).where(t.faces.c.id.in_(list(face_ids)))).all()
-        by_id = {str(row.id): _face_record(row) for row in rows}
-        return [by_id[i] for i in face_ids if i in by_id]
-
-
-def _collection_record(
-    row: Row[Any], face_count: int | None, person_count: int | None
-) -> CollectionRecord:
-    quoted_schema(row.schema_name)  # a control row we did not write is refused here
-    return CollectionRecord(
-        id=str(row.id),
-        name=row.name,
-        schema_name=row.schema_name,
-        model_version=row.model_version,
-        embedding_dim=row.embedding_dim,
-        vector_backend=row.vector_backend,
-        metadata=dict(row.metadata),
-        created_at=row.created_at,
-        face_count=face_count,
-        person_count=person_count,
-        vector_options=dict(row.vector_options),
-    )
-
-
-def _face_row(face: NewFace, image_id: str, external_image_id: str | None) -> dict[str, Any]:
-    landmarks = face.landmarks
-    if isinstance(landmarks, np.ndarray):
-        landmarks = landmarks.tolist()
-    if not isinstance(landmarks, list | tuple):
-        raise InvalidParameter("landmarks must be a list")
-    return {
-        "id": str(uuid.uuid4()),
-        "image_id": image_id,
-        "external_image_id": external_image_id,
-        "bounding_box": check.json_object("bounding_box", face.bounding_box),
-        "landmarks": list(landmarks),
-        "confidence": check.confidence(face.confidence),
-        "quality": check.json_object("quality", face.quality),
-        "metadata": check.json_object("metadata", face.metadata),
-    }
-
-
-def _faces_query(t: CollectionTables) -> Select[Any]:
-    """Faces with the client's id of their person (the person's row id stays inside) and the
-    size of their image."""
-    person = t.persons.c.external_id.label("person_external_id")
-    width = t.images.c.width.label("image_width")
-    height = t.images.c.height.label("image_height")
-    return select(t.faces, person, width, height).select_from(
-        t.faces.outerjoin(t.persons, t.faces.c.person_id == t.persons.c.id).join(
-            t.images, t.faces.c.image_id == t.images.c.id
+    def associate_faces(
+        self,
+        collection_name: str,
+        person_id: str,
+        face_ids: Sequence[str],
+        min_cosine: float,
+        max_faces: int,
+        request_token: str | None = None,
+    ) -> PersonFacesChange:
+        """Make faces the person's (`PersonStorage.associate_faces`)."""
+        return self._persons.associate_faces(
+            collection_name, person_id, face_ids, min_cosine, max_faces, request_token
         )
-    )
+
+    def disassociate_faces(
+        self,
+        collection_name: str,
+        person_id: str,
+        face_ids: Sequence[str],
+        request_token: str | None = None,
+    ) -> PersonFacesChange:
+        """Make faces belong to nobody (`PersonStorage.disassociate_faces`)."""
+        return self._persons.disassociate_faces(collection_name, person_id, face_ids, request_token)
+
+    def merge_persons(
+        self, collection_name: str, into: str, other: str, max_faces: int
+    ) -> PersonRecord:
+        """Move `other`'s faces to `into` and delete `other` (`PersonStorage.merge_persons`)."""
+        return self._persons.merge_persons(collection_name, into, other, max_faces)
+
+    def search_persons(
+        self,
+        collection_name: str,
+        vectors: np.ndarray,
+        k: int,
+        min_cosine: float,
+        exclude_person: str | None = None,
+        exclude_face: str | None = None,
+    ) -> list[tuple[PersonRecord, float]]:
+        """The `k` persons with the nearest faces (`PersonStorage.search_persons`)."""
+        return self._persons.search_persons(
+            collection_name, vectors, k, min_cosine, exclude_person, exclude_face
+        )
+
+    def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray:
+        """The embeddings of the person's faces (`PersonStorage.person_embeddings`)."""
+        return self._persons.person_embeddings(collection_name, person_id)
+
+    # -- repair (see StorageRepair) -------------------------------------------------------
+
+    def storage_problems(self, name: str) -> list[str]:
+        """What is missing of the collection's storage (`StorageRepair.storage_problems`)."""
+        return self._repair.storage_problems(name)
+
+    def repair_storage(self, name: str, *, full: bool = True) -> list[str]:
+        """Recreate what is missing of the collection's storage (`StorageRepair.repair_storage`)."""
+        return self._repair.repair_storage(name, full=full)
+
+    def repair_all(self) -> dict[str, list[str]]:
+        """`repair_storage` for every collection (`StorageRepair.repair_all`)."""
+        return self._repair.repair_all()
 
 
-def _face_record(row: Row[Any]) -> FaceRecord:
-    return FaceRecord(
-        face_id=str(row.id),
-        image_id=str(row.image_id),
-        external_image_id=row.external_image_id,
-        bounding_box=row.bounding_box,
-        landmarks=row.landmarks,
-        confidence=float(row.confidence),
-        quality=row.quality,
-        metadata=row.metadata,
-        person_id=row.person_external_id,
-        created_at=row.created_at,
-        image_width=row.image_width,
-        image_height=row.image_height,
-    )
+def _count_faces(conn: Connection, schema_name: str) -> int:
+    faces = tables_for(schema_name).faces
+    return int(conn.execute(select(func.count()).select_from(faces)).scalar_one())

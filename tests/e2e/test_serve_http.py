@@ -51,6 +51,8 @@ class LocalService:
     def __init__(self, data_dir: Path, model_dir: Path) -> None:
         self.data_dir, self.model_dir = data_dir, model_dir
         self.port = _free_port()
+        # Its own server, not the shared one: the restart test stops the database with the
+        # service and checks nothing is lost across both.
         self.postgres = EmbeddedPostgres(data_dir / "pg")
 
     @property

@@ -44,6 +44,7 @@ def _kill_postmaster(server: EmbeddedPostgres) -> int:
 
 
 def test_supervisor_restarts_a_killed_server_on_its_port_with_its_data(data_dir: Path) -> None:
+    # Its own server, not the shared one: this test kills it (as the other one stops it).
     server = EmbeddedPostgres(data_dir)
     url = server.start()
     port = server.port

@@ -5,9 +5,7 @@ PostgreSQL; moto's standalone S3 server stands in for S3 (which cannot be reache
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -60,19 +58,14 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rekognition_service(pack: DlibR29Pack, settings: Settings) -> Iterator[Services]:
-    # Not under pytest's basetemp: as root the server runs as another OS user, and each new
-    # pytest run on the machine chmods that tree back to 0700 (see tests/store/conftest.py).
-    directory = Path(tempfile.mkdtemp(prefix="faceserve-rekognition-tests-"))
-    server = EmbeddedPostgres(directory)
-    try:
-        store = Store.open(server.start())
-        pipeline = LocalPipeline(pack, settings.image_limits)
-        yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
-        store.close()
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+def rekognition_service(
+    pack: DlibR29Pack, settings: Settings, postgres: EmbeddedPostgres
+) -> Iterator[Services]:
+    # A database of its own on the shared server: these tests see only their collections.
+    store = Store.open(postgres.fresh_database("rekognition_tests"))
+    pipeline = LocalPipeline(pack, settings.image_limits)
+    yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
+    store.close()
 
 
 @pytest.fixture(scope="session")

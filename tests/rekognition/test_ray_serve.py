@@ -24,15 +24,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def served(model_dir: Path) -> Iterator[str]:
-    # Not under pytest's tmp dir: pytest resets it to 0700, locking out the database's OS user.
+def served(model_dir: Path, postgres: EmbeddedPostgres) -> Iterator[str]:
     data_dir = Path(tempfile.mkdtemp(prefix="faceserve-rekognition-ray-"))
-    postgres = EmbeddedPostgres(data_dir / "pg")
     port = free_port()
     settings = Settings(
         model_dir=model_dir,
         data_dir=data_dir,
-        database_url=postgres.start(),
+        # A database of its own on the shared server (Ray workers reach it over TCP).
+        database_url=postgres.fresh_database("rekognition_ray_tests"),
         port=port,
         aws_keys=f"{KEY_ID}:{SECRET},AKIAOTHERKEY00000000:other-secret",
     )
@@ -41,7 +40,6 @@ def served(model_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_local()
-        postgres.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

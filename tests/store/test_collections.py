@@ -11,8 +11,7 @@ from sqlalchemy import text
 
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import CollectionRecord, Store, migrate
-from serve_app.store.collection_schema import SCHEMA_VERSION
-from serve_app.store.database import alembic_config
+from serve_app.store.versions import alembic_config, collection_head, collection_revision
 
 
 def schema_exists(store: Store, schema_name: str) -> bool:
@@ -43,7 +42,7 @@ def test_migrate_is_idempotent_and_safe_to_run_concurrently(store: Store) -> Non
     with store.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM faceserve.alembic_version")).all()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0002" and [v[0] for v in versions] == [head]
+    assert head == "0003" and [v[0] for v in versions] == [head]
 
 
 def test_create_get_list_delete(store: Store) -> None:
@@ -59,10 +58,7 @@ def test_create_get_list_delete(store: Store) -> None:
     assert fetched == created
     assert name in [c.name for c in store.list_collections()]
     with store.engine.connect() as conn:
-        version = conn.execute(
-            text("SELECT schema_version FROM faceserve.collections WHERE name = :n"), {"n": name}
-        ).scalar_one()
-    assert version == SCHEMA_VERSION
+        assert collection_revision(conn, created.schema_name) == collection_head()
 
     store.delete_collection(name)
     assert not schema_exists(store, created.schema_name)

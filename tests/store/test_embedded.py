@@ -1,4 +1,7 @@
-"""The embedded server: TCP on loopback, restarts, crashes, stale and foreign pid files."""
+"""The embedded server: TCP on loopback, restarts, crashes, stale and foreign pid files.
+
+The tests that stop, crash or watch a server start their own (the shared `postgres` fixture
+must stay up for the other tests); the others use the shared one."""
 
 from __future__ import annotations
 

@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from serve_app.errors import AlreadyExists, IdempotentParameterMismatch, InvalidParameter, NotFound
-from serve_app.store import CollectionRecord, NewImage, Store, migrate
-from serve_app.store.collection_schema import SCHEMA_VERSION
+from serve_app.store import CollectionRecord, NewImage, Store
 from serve_app.store.records import FaceRefusal
 from serve_app.store.vectors import pgvector
 from tests.store.conftest import DIM, new_face, unit_vectors
@@ -383,21 +382,3 @@ def test_racing_associations_respect_the_face_limit(
     )
     assert sum(isinstance(r, InvalidParameter) for r in results) == 1
     assert store.get_person(collection.name, "p").face_count == 4
-
-
-def test_a_version_1_collection_is_upgraded(store: Store, collection: CollectionRecord) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(text(f'DROP TABLE "{collection.schema_name}".request_tokens'))
-        conn.execute(
-            text("UPDATE faceserve.collections SET schema_version = 1 WHERE name = :n"),
-            {"n": collection.name},
-        )
-    migrate(store.engine)
-    with store.engine.connect() as conn:
-        version = conn.execute(
-            text("SELECT schema_version FROM faceserve.collections WHERE name = :n"),
-            {"n": collection.name},
-        ).scalar_one()
-    assert version == SCHEMA_VERSION == 2
-    person = store.create_person(collection.name, "p", request_token="after-upgrade")
-    assert store.create_person(collection.name, "p", request_token="after-upgrade") == person

@@ -24,6 +24,7 @@ from serve_app.errors import InvalidParameter, NotFound, VectorStoreUnavailable
 from serve_app.store import CollectionRecord, EmbeddedPostgres, NewImage, Store
 from serve_app.store.vectors import PgVectorIndex, vector_indexes_for
 from serve_app.store.vectors.pinecone import PineconeIndex
+from serve_app.store.versions import collection_head, collection_revision
 from tests.pinecone_server import PineconeServer
 from tests.store.conftest import DIM, new_face, unit_vectors
 
@@ -419,7 +420,7 @@ def test_a_dropped_schema_of_a_pinecone_collection_is_recreated_and_its_vectors_
     assert f"table {schema}.pinecone_vectors is missing" in problems
 
     done = pc_store.repair_storage(pc_collection.name)
-    assert done[0] == f"recreated schema {schema} (version 2, empty)"
+    assert done[0] == f"recreated schema {schema} (revision {collection_head()}, empty)"
     assert any("deleted 3 orphaned vector(s)" in d for d in done)
     assert pc_store.storage_problems(pc_collection.name) == []
     # PostgreSQL is the source of truth: its faces are gone, so are the vectors.
@@ -439,25 +440,16 @@ def test_a_dropped_schema_of_a_pgvector_collection_is_recreated(
     problems = store.storage_problems(collection.name)
     assert problems[0] == f"schema {schema} is missing"
     assert f"vector table {schema}.face_vectors is missing" in problems
-    with store.engine.begin() as conn:  # as if it had been created before version 2
-        conn.execute(
-            text("UPDATE faceserve.collections SET schema_version = 1 WHERE id = :id"),
-            {"id": collection.id},
-        )
     done = store.repair_storage(collection.name)
     assert done == [
-        f"recreated schema {schema} (version 2, empty)",
+        f"recreated schema {schema} (revision {collection_head()}, empty)",
         f"created vector table {schema}.face_vectors",
         f"created HNSW index {schema}.face_vectors_embedding_hnsw",
     ]
     assert store.storage_problems(collection.name) == []
     assert store.repair_storage(collection.name) == []
     with store.engine.connect() as conn:
-        version = conn.execute(
-            text("SELECT schema_version FROM faceserve.collections WHERE id = :id"),
-            {"id": collection.id},
-        ).scalar_one()
-    assert version == 2
+        assert collection_revision(conn, schema) == collection_head()
     vector = unit_vectors(rng, 1)
     fresh = add(store, collection, vector)
     assert found(store, collection, vector[0]) == fresh
@@ -475,6 +467,28 @@ def test_a_dropped_vector_table_is_named_and_recreated(
     assert done[0] == f"created vector table {where}"
     assert "index their images again" in done[-1]  # those two faces lost their vectors
     assert store.storage_problems(collection.name) == []
+
+
+def test_a_dropped_metadata_table_and_index_are_rebuilt_from_the_definition(
+    store: Store, collection: CollectionRecord, rng
+) -> None:
+    ids = add(store, collection, unit_vectors(rng, 2))
+    schema = collection.schema_name
+    with store.engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {schema}.request_tokens"))
+        conn.execute(text(f"DROP INDEX {schema}.faces_person_id"))
+    assert store.storage_problems(collection.name) == [f"table {schema}.request_tokens is missing"]
+    assert store.repair_storage(collection.name) == [
+        f"recreated index {schema}.faces_person_id",
+        f"recreated table {schema}.request_tokens (empty)",
+        f"recreated index {schema}.request_tokens_created_at",
+    ]
+    assert store.storage_problems(collection.name) == []
+    assert store.repair_storage(collection.name) == []
+    # The faces stayed; retried writes replay again, and persons use the rebuilt index.
+    person = store.create_person(collection.name, "p", request_token="t")
+    assert store.create_person(collection.name, "p", request_token="t") == person
+    assert store.associate_faces(collection.name, "p", ids, -1, 10).changed == ids
 
 
 def test_a_lost_postgresql_copy_of_the_vectors_is_copied_back_from_pinecone(

@@ -1,1 +1,1 @@
-"""Alembic environment and revisions for the control schema `faceserve` (see database.migrate)."""
+"""Alembic environment and revisions for the control schema `faceserve` (see versions.migrate)."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `database.migrate()` hands over.
+"""Alembic environment: runs on the connection `versions.migrate()` hands over.
 
 `migrate()` already holds a transaction and an advisory lock on that connection, so this
 only points Alembic at it and at the control schema's version table.
@@ -6,11 +6,11 @@ only points Alembic at it and at the control schema's version table.
 
 from alembic import context
 
-from serve_app.store.collection_schema import CONTROL_SCHEMA
+from serve_app.store.control import CONTROL_SCHEMA
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through serve_app.store.database.migrate(engine)")
+    raise RuntimeError("run migrations through serve_app.store.versions.migrate(engine)")
 
 context.configure(
     connection=connection,

@@ -10,10 +10,25 @@ from functools import lru_cache
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import Column, Connection, MetaData, Table, func, literal, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    MetaData,
+    Table,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.schema import DropTable
 
 from serve_app.store.collection_schema import (
+    PLACEHOLDER,
+    create_missing,
+    in_schema,
     quoted_schema,
     schema_exists,
     table_exists,
@@ -55,9 +70,8 @@ class PgVectorIndex(VectorIndex):
     def drop(self, conn: Connection, collection: CollectionRecord) -> None:
         # Normally gone already with the collection's schema; IF EXISTS makes that fine.
         if schema_exists(conn, collection.schema_name):
-            conn.execute(
-                text(f"DROP TABLE IF EXISTS {quoted_schema(collection.schema_name)}.face_vectors")
-            )
+            table = _vectors_table(collection.schema_name, collection.embedding_dim)
+            conn.execute(DropTable(table, if_exists=True))
 
     def storage_problems(self, conn: Connection, collection: CollectionRecord) -> list[str]:
         where = f"{collection.schema_name}.face_vectors"
@@ -68,34 +82,14 @@ class PgVectorIndex(VectorIndex):
         return []
 
     def ensure_storage(self, conn: Connection, collection: CollectionRecord) -> list[str]:
-        s = quoted_schema(collection.schema_name)
         has_vector = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
         if has_vector.first() is None:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-        done: list[str] = []
-        if not table_exists(conn, collection.schema_name, "face_vectors"):
-            dim = int(collection.embedding_dim)
-            conn.execute(
-                text(
-                    f"CREATE TABLE {s}.face_vectors ("
-                    f" face_id uuid PRIMARY KEY REFERENCES {s}.faces (id) ON DELETE CASCADE,"
-                    f" embedding vector({dim}) NOT NULL)"
-                )
-            )
-            # Uncompressed, in-line vectors: 512-D ones are otherwise TOASTed, ~5x slower.
-            conn.execute(
-                text(f"ALTER TABLE {s}.face_vectors ALTER COLUMN embedding SET STORAGE PLAIN")
-            )
-            done.append(f"created vector table {collection.schema_name}.face_vectors")
-        if not table_exists(conn, collection.schema_name, _HNSW_INDEX):
-            conn.execute(
-                text(
-                    f"CREATE INDEX {_HNSW_INDEX} ON {s}.face_vectors "
-                    "USING hnsw (embedding vector_cosine_ops) "
-                    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-                )
-            )
-            done.append(f"created HNSW index {collection.schema_name}.{_HNSW_INDEX}")
+        table = _vectors_table(collection.schema_name, collection.embedding_dim)
+        done = [
+            f"created vector table {name}" if kind == "table" else f"created HNSW index {name}"
+            for kind, name in create_missing(conn, [table])
+        ]
         if done and not self._all_faces_have_vectors(conn, collection):
             # The vectors went with the table: those faces stay unsearchable until re-indexed.
             done.append(
@@ -272,12 +266,30 @@ class PgVectorIndex(VectorIndex):
         return conn.execute(select(func.count()).select_from(head)).scalar_one() < n
 
 
-@lru_cache(maxsize=1024)
-def _vectors_table(schema_name: str, dim: int) -> Table:
-    quoted_schema(schema_name)  # validates
+@lru_cache(maxsize=64)
+def vectors_definition(dim: int) -> Table:
+    """The vector table of a collection of `dim`-D embeddings, with its HNSW index (defined
+    once, in the placeholder schema; `_vectors_table` puts it in a collection's)."""
     return Table(
         "face_vectors",
-        MetaData(schema=schema_name),
-        Column("face_id", UUID(as_uuid=False), primary_key=True),
-        Column("embedding", VECTOR(dim), nullable=False),
+        MetaData(schema=PLACEHOLDER),
+        Column(
+            "face_id",
+            UUID(as_uuid=False),
+            ForeignKey(f"{PLACEHOLDER}.faces.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        # Uncompressed, in-line vectors: 512-D ones are otherwise TOASTed, ~5x slower.
+        Column("embedding", VECTOR(dim), nullable=False, info={"storage": "PLAIN"}),
+        Index(
+            _HNSW_INDEX,
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
     )
+
+
+def _vectors_table(schema_name: str, dim: int) -> Table:
+    return in_schema(schema_name, vectors_definition(dim))

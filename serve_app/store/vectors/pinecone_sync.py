@@ -13,14 +13,33 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Connection, Engine, MetaData, Table, func, select, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    MetaData,
+    Table,
+    false,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, REAL, UUID, insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from serve_app.store.collection_schema import quoted_schema, tables_for
+from serve_app.store.collection_schema import (
+    PLACEHOLDER,
+    create_missing,
+    in_schema,
+    quoted_schema,
+    tables_for,
+)
 from serve_app.store.records import CollectionRecord
 from serve_app.store.vectors.pinecone_remote import PineconeRemote
 
@@ -29,29 +48,35 @@ PUSH_CHUNK = 1000
 # First key of the advisory locks that serialise pushes ("fcp"); the second is per collection.
 _PUSH_LOCK_CLASS = 0x666370
 
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS {s}.pinecone_vectors (
-        face_id uuid PRIMARY KEY REFERENCES {s}.faces (id) ON DELETE CASCADE,
-        embedding real[] NOT NULL,
-        synced boolean NOT NULL DEFAULT false,
-        changed_at timestamptz NOT NULL DEFAULT now()
-    )""",
-    "CREATE INDEX IF NOT EXISTS pinecone_vectors_pending ON {s}.pinecone_vectors (changed_at) "
-    "WHERE NOT synced",
-    """CREATE TABLE IF NOT EXISTS {s}.pinecone_deletes (
-        face_id uuid PRIMARY KEY,
-        deleted_at timestamptz NOT NULL DEFAULT now()
-    )""",
+# Vectors kept in PostgreSQL, pending until Pinecone has them; deletes Pinecone still owes.
+_metadata = MetaData(schema=PLACEHOLDER)
+_vectors = Table(
+    "pinecone_vectors",
+    _metadata,
+    Column(
+        "face_id",
+        UUID(as_uuid=False),
+        ForeignKey(f"{PLACEHOLDER}.faces.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("embedding", ARRAY(REAL), nullable=False),
+    Column("synced", Boolean, nullable=False, server_default=false()),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
-TABLES = ("pinecone_vectors", "pinecone_deletes")
+Index("pinecone_vectors_pending", _vectors.c.changed_at, postgresql_where=~_vectors.c.synced)
+_deletes = Table(
+    "pinecone_deletes",
+    _metadata,
+    Column("face_id", UUID(as_uuid=False), primary_key=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+TABLES = (_vectors.name, _deletes.name)
 UUIDS = "CAST(:ids AS uuid[])"  # a bound list of face ids
 
 
 def create_tables(conn: Connection, collection: CollectionRecord) -> None:
-    """The collection's pending-write tables (idempotent)."""
-    s = quoted_schema(collection.schema_name)
-    for statement in _DDL:
-        conn.execute(text(statement.format(s=s)))
+    """The collection's pending-write tables, and their index, where missing."""
+    create_missing(conn, [in_schema(collection.schema_name, t) for t in (_vectors, _deletes)])
 
 
 def add_pending(conn: Connection, collection: CollectionRecord, rows: list[dict[str, Any]]) -> None:
@@ -172,17 +197,9 @@ def is_uuid(value: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=1024)
 def vectors_table(schema_name: str) -> Table:
     """The collection's `pinecone_vectors`, for SQLAlchemy queries."""
-    quoted_schema(schema_name)  # validates
-    return Table(
-        "pinecone_vectors",
-        MetaData(schema=schema_name),
-        Column("face_id", UUID(as_uuid=False), primary_key=True),
-        Column("embedding", ARRAY(REAL), nullable=False),
-        Column("synced", Boolean, nullable=False, server_default=text("false")),
-    )
+    return in_schema(schema_name, _vectors)
 
 
 def _push_pending(
