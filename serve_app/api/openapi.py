@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from serve_app.api.schemas import SCHEMAS, Schema, object_schema, ref
+from serve_app.service import thresholds
 from serve_app.service.quality_filter import QualityFilter
 
 _ERRORS = {
@@ -52,10 +53,12 @@ _THRESHOLD = {
     "type": "number",
     "minimum": 0,
     "maximum": 100,
-    "default": 80,
-    "description": "Lowest similarity (0-100) to report as a match.",
-    "examples": [80],
+    "default": thresholds.SEARCH,
+    "description": "Lowest similarity (0-100) to report as a match. Similarity s means a "
+    "false-match rate of 10^-((s+20)/20) per comparison: 60 one in 10,000, 80 one in 100,000.",
+    "examples": [thresholds.SEARCH],
 }
+_COMPARE_THRESHOLD = {**_THRESHOLD, "default": thresholds.COMPARE, "examples": [thresholds.COMPARE]}
 _MAX_RESULTS = {
     "type": "integer",
     "minimum": 1,
@@ -69,10 +72,10 @@ _MAX_RESULTS = {
 _PERSON_MAX_RESULTS = {**_MAX_RESULTS, "maximum": 500, "description": "Most persons to return."}
 _ASSOCIATION_THRESHOLD = {
     **_THRESHOLD,
-    "default": 75,
+    "default": thresholds.ASSOCIATION,
     "description": "Once the person has faces, a new face must reach this similarity (0-100) "
     "with at least one of them.",
-    "examples": [75],
+    "examples": [thresholds.ASSOCIATION],
 }
 _FACE_IDS = {
     "type": "array",
@@ -234,7 +237,9 @@ def _paths() -> dict[str, Any]:
                 "Compare the largest source face with every face in the target",
                 {"200": _json(compare_out, "Target faces at or above the threshold, best first.")},
                 ["400", "413", "415"],
-                body=_body({"threshold": _THRESHOLD}, ["source", "target"], ["source", "target"]),
+                body=_body(
+                    {"threshold": _COMPARE_THRESHOLD}, ["source", "target"], ["source", "target"]
+                ),
             )
         },
         "/v1/collections": {

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 from serve_app.config import ImageLimits
 from serve_app.errors import InvalidParameter
+from serve_app.service import thresholds
 from serve_app.vision.image import decode_image
 from serve_app.vision.packs.base import ModelPack
 from serve_app.vision.types import DetectedFace
-
-DEFAULT_MATCH_THRESHOLD = 80.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def compare_largest(
     pack: ModelPack,
     source: bytes,
     target: bytes,
-    threshold: float = DEFAULT_MATCH_THRESHOLD,
+    threshold: float = thresholds.COMPARE,
     limits: ImageLimits | None = None,
 ) -> Comparison:
     """Calibrated similarity (0-100) of the two images' largest faces."""

@@ -12,11 +12,8 @@ from typing import Any
 import numpy as np
 
 from serve_app.errors import InvalidParameter, ModelNotAvailable, NotFound
-from serve_app.service.analysis import (
-    DEFAULT_MATCH_THRESHOLD,
-    ImageFaces,
-    validate_threshold,
-)
+from serve_app.service import thresholds
+from serve_app.service.analysis import ImageFaces, validate_threshold
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline
 from serve_app.service.quality_filter import QualityFilter, Reason, quality_reasons, select_faces
@@ -235,7 +232,7 @@ class FaceService:
     # Search ------------------------------------------------------------------------------
 
     def _search_params(self, threshold: float | None, max_results: int | None) -> tuple[float, int]:
-        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+        threshold = validate_threshold(thresholds.SEARCH if threshold is None else threshold)
         k = DEFAULT_SEARCH_RESULTS if max_results is None else max_results
         return threshold, _int_param("max_results", k, 1, MAX_SEARCH_RESULTS)
 
@@ -314,7 +311,7 @@ class FaceService:
     ) -> CompareResult:
         """The source's largest face against every face in the target. With
         `quality_filter`, faces below that bar are not compared (a source face: an error)."""
-        threshold = validate_threshold(DEFAULT_MATCH_THRESHOLD if threshold is None else threshold)
+        threshold = validate_threshold(thresholds.COMPARE if threshold is None else threshold)
         pipeline = self.default_pipeline
         source_faces = (await pipeline.detect(source)).faces
         if not source_faces:

@@ -3,9 +3,10 @@ users). Create, associate and disassociate faces, merge, delete, and search pers
 by face or by person.
 
 Rekognition's rules: at most 100 face ids a call and 100 faces a person; a face joins a person
-that has faces only if it resembles one of them (UserMatchThreshold, default 75); searches
-default to threshold 80 and 10 results (at most 500). A person's similarity is the best of
-its faces'. No Ray, no HTTP: the storage and pipeline ports of the `FaceService` it serves.
+that has faces only if it resembles one of them (UserMatchThreshold); searches default to
+10 results (at most 500); default thresholds in `thresholds.py`. A person's similarity is the
+best of its faces'. No Ray, no HTTP: the storage and pipeline ports of the `FaceService` it
+serves.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serve_app.errors import InvalidParameter, NotFound
+from serve_app.service import thresholds
 from serve_app.service.analysis import validate_threshold
 from serve_app.service.ports import Pipeline
 from serve_app.store.records import (
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 
 MAX_FACE_IDS = 100  # a call (Rekognition's FaceIds)
 MAX_PERSON_FACES = 100  # a person (Rekognition's faces per user)
-DEFAULT_ASSOCIATION_THRESHOLD = 75.0  # Rekognition's UserMatchThreshold
-DEFAULT_SEARCH_THRESHOLD = 80.0
+DEFAULT_ASSOCIATION_THRESHOLD = thresholds.ASSOCIATION
+DEFAULT_SEARCH_THRESHOLD = thresholds.PERSON_SEARCH
 DEFAULT_SEARCH_RESULTS = 10
 MAX_SEARCH_RESULTS = 500  # Rekognition's MaxUsers
 

@@ -1,7 +1,8 @@
 """Rekognition's collection, face, search, detect and compare operations over `FaceService`.
 
 Each handler gets the validated request (see `validation.py`) and returns the response
-body; defaults are AWS's. The service does the work; this module only translates.
+body; defaults are AWS's, except the similarity thresholds: ours mean a false-match rate
+(`serve_app/service/thresholds.py`). The service does the work; this module only translates.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 from serve_app.api.rekognition import shapes
 from serve_app.api.rekognition.errors import RekognitionError
 from serve_app.api.rekognition.images import ImageLoader
+from serve_app.service import thresholds
 from serve_app.service.faces import MAX_INDEX_FACES, FaceService
 from serve_app.vision.image import read_image_size
 from serve_app.vision.types import DetectedFace
 
-DEFAULT_FACE_MATCH_THRESHOLD = 80.0
 DEFAULT_LIST_RESULTS = 1000
 # Our pagination errors surface as InvalidParameter; on a list call they mean the token.
 PAGINATION_ERRORS = {"invalid_parameter": "InvalidPaginationTokenException"}
@@ -212,7 +213,7 @@ async def search_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.service.search_by_face_id(
         p["CollectionId"],
         p["FaceId"],
-        threshold=p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("FaceMatchThreshold", thresholds.SEARCH),
         max_results=p.get("MaxFaces"),
     )
     return {
@@ -228,7 +229,7 @@ async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
     result = await ctx.service.search_by_image(
         p["CollectionId"],
         image,
-        threshold=p.get("FaceMatchThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("FaceMatchThreshold", thresholds.SEARCH),
         max_results=p.get("MaxFaces"),
         quality_filter=p.get("QualityFilter"),
     )
@@ -262,7 +263,7 @@ async def compare_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.service.compare(
         source,
         target,
-        threshold=p.get("SimilarityThreshold", DEFAULT_FACE_MATCH_THRESHOLD),
+        threshold=p.get("SimilarityThreshold", thresholds.COMPARE),
         quality_filter=p.get("QualityFilter"),
     )
     source_frame = image_frame(source, result.model_version)

@@ -14,11 +14,10 @@ from serve_app.api.rekognition.operations import (
     operation,
     page_size,
 )
+from serve_app.service import thresholds
 from serve_app.service.quality_filter import QualityFilter, quality_reasons
 from serve_app.vision.types import DetectedFace
 
-DEFAULT_ASSOCIATE_THRESHOLD = 75.0
-DEFAULT_USER_MATCH_THRESHOLD = 80.0
 DEFAULT_LIST_USERS = 100
 # An existing user id is a ConflictException for user operations (not ResourceAlreadyExists).
 USER_ERRORS = {"already_exists": "ConflictException"}
@@ -67,7 +66,7 @@ async def associate_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         p["CollectionId"],
         p["UserId"],
         list(dict.fromkeys(p["FaceIds"])),
-        threshold=p.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD),
+        threshold=p.get("UserMatchThreshold", thresholds.ASSOCIATION),
         request_token=p.get("ClientRequestToken"),
     )
     unsuccessful = []
@@ -120,7 +119,7 @@ async def search_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if ("UserId" in p) == ("FaceId" in p):
         raise invalid_parameter("SearchUsers takes exactly one of UserId or FaceId")
     options = {
-        "threshold": p.get("UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD),
+        "threshold": p.get("UserMatchThreshold", thresholds.PERSON_SEARCH),
         "max_results": p.get("MaxUsers"),
     }
     persons = ctx.service.persons
@@ -143,7 +142,7 @@ async def search_users_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
     result = await ctx.service.persons.search_persons_by_image(
         p["CollectionId"],
         image,
-        threshold=p.get("UserMatchThreshold", DEFAULT_USER_MATCH_THRESHOLD),
+        threshold=p.get("UserMatchThreshold", thresholds.PERSON_SEARCH),
         max_results=p.get("MaxUsers"),
     )
     version = result.collection.model_version
