@@ -98,7 +98,9 @@ def _load(cache: Path, fingerprint: str) -> dict[tuple[str, int], tuple[np.ndarr
     }
 
 
-def _save(cache: Path, fingerprint: str, rows: dict[tuple[str, int], tuple[np.ndarray, bool]]):
+def _save(
+    cache: Path, fingerprint: str, rows: dict[tuple[str, int], tuple[np.ndarray, bool]]
+) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(rows)
     tmp = cache.with_name(cache.name + ".tmp.npz")
