@@ -236,6 +236,10 @@ def main() -> None:
                 bench_lfw(settings, pack, args.lfw_limit),
             )
         )
+        from bench.openset import sections as similarity_sections
+
+        # The full calibration run and open-set search (embeddings cached outside the repo).
+        sections += similarity_sections()
     if not args.skip_http:
         sections.append(("Serving over HTTP (Ray Serve graph)", bench_serving(settings.model_dir)))
     if args.vector_sizes:

@@ -12,6 +12,7 @@ from typing import Any
 
 from serve_app.config import Settings
 from serve_app.errors import FaceserveError, InvalidParameter
+from serve_app.service import thresholds
 from serve_app.vision.packs.base import ModelPack
 from serve_app.vision.packs.registry import PACKS, list_packs, pack_class
 
@@ -192,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="similarity of the largest faces of two images")
     p.add_argument("image_a")
     p.add_argument("image_b")
-    p.add_argument("--threshold", type=float, default=80.0, help="match threshold, 0-100")
+    p.add_argument(
+        "--threshold", type=float, default=thresholds.COMPARE, help="match threshold, 0-100"
+    )
     p.add_argument("--pack")
     p.set_defaults(func=cmd_compare)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve_app import cli
+from serve_app.service import thresholds
 
 from .conftest import insightface_image
 
@@ -36,10 +37,10 @@ def test_compare_same_and_different_people(faces_dir: Path, capsys) -> None:
     obama = [str(people / "obama" / "obama.jpg"), str(people / "obama" / "obama2.jpg")]
     assert cli.main(["compare", *obama]) == 0
     same = json.loads(capsys.readouterr().out)
-    assert same["match"] is True and same["similarity"] >= 80
+    assert same["match"] is True and same["similarity"] >= thresholds.COMPARE
     assert cli.main(["compare", obama[0], str(people / "biden" / "biden.jpg")]) == 0
     different = json.loads(capsys.readouterr().out)
-    assert different["match"] is False and different["similarity"] < 80
+    assert different["match"] is False and different["similarity"] < thresholds.COMPARE
 
 
 def test_compare_without_a_face_is_a_clear_error(faces_dir: Path, capsys) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.errors import AlreadyExists, IdempotentParameterMismatch, InvalidParameter, NotFound
+from serve_app.service import thresholds
 from serve_app.service.persons import MAX_FACE_IDS, PersonService
 from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.services import Services
@@ -152,7 +153,7 @@ def test_associate_follows_rekognitions_rules(
         refused = {u.face_id: u for u in result.unsuccessful}
         assert refused[ids["biden_a"]].reasons == ["LOW_MATCH_CONFIDENCE"]
         assert refused[ids["biden_a"]].similarity is not None
-        assert refused[ids["biden_a"]].similarity < 75
+        assert refused[ids["biden_a"]].similarity < thresholds.ASSOCIATION
         assert refused[missing].reasons == ["FACE_NOT_FOUND"]
         # Biden's face goes to biden; an obama face cannot follow it.
         assert (await p.associate_faces(collection, "biden", [ids["biden_a"]])).associated
@@ -224,12 +225,12 @@ def test_search_persons_by_image_finds_the_right_person(
             result = await p.search_persons_by_image(collection, (people_dir / probe).read_bytes())
             assert result.matches, pid
             assert result.matches[0].person.person_id == pid
-            assert result.matches[0].similarity >= 80
-            assert all(m.similarity >= 80 for m in result.matches)
+            assert result.matches[0].similarity >= thresholds.PERSON_SEARCH
+            assert all(m.similarity >= thresholds.PERSON_SEARCH for m in result.matches)
             assert result.unsearched == []
             assert result.searched_face is not None
         assert result.matches[0].person.face_count == 1
-        # A stranger resembles nobody enough; at threshold 0 everyone shows, below 80.
+        # A stranger resembles nobody enough; at threshold 0 everyone shows, below the default.
         stranger = await p.search_persons_by_image(collection, astronaut_bytes)
         assert stranger.matches == []
         everyone = await p.search_persons_by_image(
@@ -237,7 +238,7 @@ def test_search_persons_by_image_finds_the_right_person(
         )
         similarities = [m.similarity for m in everyone.matches]
         assert len(similarities) == 3 and similarities == sorted(similarities, reverse=True)
-        assert max(similarities) < 80
+        assert max(similarities) < thresholds.PERSON_SEARCH
         # A group photo: the largest face is searched, the others are reported unsearched.
         group = await p.search_persons_by_image(collection, t1_bytes)
         assert len(group.unsearched) == 5
@@ -276,7 +277,7 @@ def test_search_by_face_and_by_person_then_merge(
         by_person = await p.search_persons_by_person(collection, "obama")
         assert by_person.searched_face is None
         assert [m.person.person_id for m in by_person.matches] == ["barack"]
-        assert by_person.matches[0].similarity >= 80
+        assert by_person.matches[0].similarity >= thresholds.PERSON_SEARCH
         with pytest.raises(NotFound):
             await p.search_persons_by_person(collection, "ghost")
 

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve_app.api import build_rest_app
 from serve_app.config import ImageLimits, Settings
+from serve_app.service import thresholds
 from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.services import Services
@@ -414,10 +415,10 @@ def test_search_with_another_photo_finds_the_person_first(
     matches = r.json()["matches"]
     assert matches, f"no match for {person}"
     assert matches[0]["face"]["external_image_id"].split("#")[0] == person
-    assert matches[0]["similarity"] >= 80
+    assert matches[0]["similarity"] >= thresholds.SEARCH
     similarities = [m["similarity"] for m in matches]
     assert similarities == sorted(similarities, reverse=True)
-    assert all(s >= 80 for s in similarities)
+    assert all(s >= thresholds.SEARCH for s in similarities)
     assert {"bounding_box", "landmarks", "confidence"} <= set(r.json()["searched_face"])
 
 
@@ -427,7 +428,7 @@ def test_search_with_a_stranger_finds_no_match(
     r = post_image(client, "/v1/collections/people/search", astronaut_bytes)
     assert r.status_code == 200, r.text
     assert r.json()["matches"] == []
-    # Threshold 0 shows everyone, best first, all below 80.
+    # Threshold 0 shows everyone, best first, all below the default.
     r = client.post(
         "/v1/collections/people/search",
         json={"image": b64(astronaut_bytes), "threshold": 0, "max_results": 3},
@@ -435,7 +436,7 @@ def test_search_with_a_stranger_finds_no_match(
     assert r.status_code == 200, r.text
     similarities = [m["similarity"] for m in r.json()["matches"]]
     assert len(similarities) == 3 and similarities == sorted(similarities, reverse=True)
-    assert max(similarities) < 80
+    assert max(similarities) < thresholds.SEARCH
 
 
 def test_search_by_face_id_finds_the_same_person(
@@ -1028,7 +1029,7 @@ def test_associate_search_merge_and_delete_persons(
     assert refused[biden[0]]["reasons"] == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
     assert refused[biden[0]]["person_id"] == "assoc:biden"
     assert refused[kit[0]]["reasons"] == ["LOW_MATCH_CONFIDENCE"]
-    assert refused[kit[0]]["similarity"] < 75
+    assert refused[kit[0]]["similarity"] < thresholds.ASSOCIATION
     assert refused[missing]["reasons"] == ["FACE_NOT_FOUND"]
     listed = client.get("/v1/collections/people/faces", params={"limit": 4096}).json()["faces"]
     assert {f["face_id"]: f["person_id"] for f in listed}[obama[1]] == "assoc:obama"
@@ -1056,7 +1057,8 @@ def test_associate_search_merge_and_delete_persons(
         assert r.status_code == 200, r.text
         assert_documented(document, search_path, "post", r)
         matches = r.json()["matches"]
-        assert matches[0]["person"]["person_id"] == pid and matches[0]["similarity"] >= 80
+        assert matches[0]["person"]["person_id"] == pid
+        assert matches[0]["similarity"] >= thresholds.PERSON_SEARCH
     r = client.post(f"{PERSONS}/search", json={"image": b64(astronaut_bytes)})
     assert r.status_code == 200 and r.json()["matches"] == [], r.text
     assert_error(

@@ -3,9 +3,9 @@ users). Create, associate and disassociate faces, merge, delete, and search pers
 by face or by person.
 
 Rekognition's rules: at most 100 face ids a call and 100 faces a person; a face joins a person
-that has faces only if it resembles one of them (UserMatchThreshold, default 75); searches
-default to threshold 80 and 10 results (at most 500). A person's similarity is the best of
-its faces'. No Ray, no HTTP: plain async Python over the shared `CollectionContext`.
+that has faces only if it resembles one of them (UserMatchThreshold); searches default to
+10 results (at most 500); default thresholds in `thresholds.py`. A person's similarity is the
+best of its faces'. No Ray, no HTTP: plain async Python over the shared `CollectionContext`.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class PersonService:
 
 
 def _search_params(threshold: float | None, max_results: int | None) -> tuple[float, int]:
-    return params.search(threshold, max_results, thresholds.PERSONS_SEARCH, MAX_PERSON_RESULTS)
+    return params.search(threshold, max_results, thresholds.PERSON_SEARCH, MAX_PERSON_RESULTS)
 
 
 def _association(change: PersonFacesChange, pipeline: Pipeline | None) -> AssociationResult:

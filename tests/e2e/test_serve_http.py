@@ -18,6 +18,7 @@ import pytest
 from serve_app.app import SERVE_CONFIG
 from serve_app.config import Settings
 from serve_app.server import start_local, stop_local
+from serve_app.service import thresholds
 from serve_app.store.embedded import EmbeddedPostgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -140,7 +141,7 @@ def test_index_search_restart_and_concurrency(
             assert result["matches"], f"{person}: no match"
             best = result["matches"][0]
             assert best["face"]["face_id"] == face_of[person], person
-            assert best["similarity"] >= 80
+            assert best["similarity"] >= thresholds.SEARCH
         assert _search(client, "album", astronaut_bytes)["matches"] == []
 
     check_everyone_found()

@@ -119,7 +119,7 @@ async def search_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if ("UserId" in p) == ("FaceId" in p):
         raise invalid_parameter("SearchUsers takes exactly one of UserId or FaceId")
     options = {
-        "threshold": p.get("UserMatchThreshold", thresholds.PERSONS_SEARCH),
+        "threshold": p.get("UserMatchThreshold", thresholds.PERSON_SEARCH),
         "max_results": p.get("MaxUsers"),
     }
     persons = ctx.service.persons
@@ -142,7 +142,7 @@ async def search_users_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
     result = await ctx.service.persons.search_persons_by_image(
         p["CollectionId"],
         image,
-        threshold=p.get("UserMatchThreshold", thresholds.PERSONS_SEARCH),
+        threshold=p.get("UserMatchThreshold", thresholds.PERSON_SEARCH),
         max_results=p.get("MaxUsers"),
     )
     version = result.collection.model_version

@@ -55,7 +55,8 @@ def threshold(default: float, description: str = "Lowest similarity (0-100) to r
         ge=0,
         le=100,
         allow_inf_nan=False,
-        description=f"{description} Default {default:g}.",
+        description=f"{description} Default {default:g}. A stranger's face passes threshold "
+        "s with probability 10^-((s + 20) / 20): 40 is 1 in 1,000, 80 is 1 in 100,000.",
         examples=[default],
     )
 
@@ -157,12 +158,12 @@ class MergePersonsRequest(RequestBody):
 
 class SearchPersonsByImageRequest(RequestBody):
     IMAGES: ClassVar[tuple[str, ...]] = ("image",)
-    threshold: float | None = threshold(thresholds.PERSONS_SEARCH)
+    threshold: float | None = threshold(thresholds.PERSON_SEARCH)
     max_results: int | None = max_results(params.MAX_PERSON_RESULTS, "persons")
 
 
 class SearchPersonsByFaceRequest(RequestBody):
-    threshold: float | None = threshold(thresholds.PERSONS_SEARCH)
+    threshold: float | None = threshold(thresholds.PERSON_SEARCH)
     max_results: int | None = max_results(params.MAX_PERSON_RESULTS, "persons")
 
 
