@@ -88,6 +88,8 @@ class Settings:
     # Faces below this detector confidence (0-100) are not reported. For dlib's HOG, 60 is an
     # SVM margin of 0.135: it drops the upsampled pass's weakest false positives.
     detect_min_confidence: float = 60.0
+    # Face detector of the dlib-r29 pack: "hog" or "cnn" (dlib's MMOD CNN, converted to ONNX).
+    detector: str = "hog"
     # Threads per onnxruntime session (intra-op). 0 lets onnxruntime decide.
     embed_threads: int = 2
     embed_batch_size: int = 32

@@ -249,7 +249,7 @@ def build_onnx(net: MmodNet) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "dlib_mmod_human_face_detector",
-        [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("tensor", TensorProto.FLOAT, ["batch", 3, "h_in", "w_in"])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", windows, "h", "w"])],
         initializer=inits,
     )
