@@ -168,23 +168,25 @@ class DlibR29Pack(ModelPack):
         self._cnn: MmodDetector | None = None
         self._cnn_lock = threading.Lock()
 
-    def _scan_size(self, image: np.ndarray, max_side: int) -> float:
-        """Scale of the copy a detector scans: at most max_side, and small images enlarged
-        to detect_upsample_below so their small faces reach the detector's window."""
+    def _scan_size(self, image: np.ndarray, max_side: int, enlarge: bool = True) -> float:
+        """Scale of the copy the CNN scans: at most max_side long, and images shorter than
+        detect_upsample_below doubled (as HOG upsamples them) so their small faces reach
+        the 80 px detector window."""
         longest = max(image.shape[:2])
-        if longest > max_side:
-            return max_side / longest
-        if longest < self.settings.detect_upsample_below:
-            return self.settings.detect_upsample_below / longest
-        return 1.0
+        if enlarge and longest < self.settings.detect_upsample_below:
+            return min(2.0, max(1.0, max_side / longest))
+        return min(1.0, max_side / longest)
 
-    def _hog(self, image: np.ndarray, max_side: int) -> tuple[list[tuple[Rect, float]], float]:
+    def _hog(
+        self, image: np.ndarray, max_side: int, enlarge: bool = True
+    ) -> tuple[list[tuple[Rect, float]], float]:
         """HOG on a copy no longer than max_side; (rectangles in original pixels, min face)."""
         height, width = image.shape[:2]
         scale = min(1.0, max_side / max(height, width))
         small = _resized(image, scale)
         # Upsampling inside dlib (pyramid_up) rather than by us: as the detector always ran.
-        upsample = 1 if max(small.shape[:2]) < self.settings.detect_upsample_below else 0
+        small_image = max(small.shape[:2]) < self.settings.detect_upsample_below
+        upsample = 1 if enlarge and small_image else 0
         with self._dlib_lock:
             rects, scores, _ = self._detector.run(small, upsample, 0.0)
         found = [
@@ -205,11 +207,11 @@ class DlibR29Pack(ModelPack):
             return self._cnn
 
     def _cnn_faces(
-        self, image: np.ndarray, max_side: int
+        self, image: np.ndarray, max_side: int, enlarge: bool = True
     ) -> tuple[list[tuple[Rect, float]], float]:
         """The CNN on a copy scaled by _scan_size; (rectangles in original pixels, min face)."""
         cnn = self._mmod()
-        scale = self._scan_size(image, max_side)
+        scale = self._scan_size(image, max_side, enlarge)
         found = [
             (_scaled((d.left, d.top, d.right, d.bottom), scale), d.score)
             for d in cnn.detect(_resized(image, scale))
@@ -225,7 +227,7 @@ class DlibR29Pack(ModelPack):
         if largest_only and max(image.shape[:2]) > COARSE_SIDE < full_side:
             # A cheap pass first: a face found there at least as large as the smallest one
             # that pass can see is the largest face (anything bigger would have been found).
-            found, smallest = run(image, COARSE_SIDE)
+            found, smallest = run(image, COARSE_SIDE, enlarge=False)
             found = [f for f in found if hog_confidence(f[1]) >= minimum]
             if found:
                 best = max(found, key=lambda f: _area(f[0]))
