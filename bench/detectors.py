@@ -175,7 +175,9 @@ def bench_detectors(model_dir: Path, repeat: int = 3) -> list[str]:
             for b in boxes
         ]
         reps = 1 if is_dlib else repeat
-        ms = statistics.median(median_ms(lambda img=img: fn(img), reps) for img in voc.values())
+        ms = statistics.median(
+            median_ms(lambda img=img, fn=fn: fn(img), reps) for img in voc.values()
+        )
         ms_by[name] = ms
         per_photo[name] = {k: len(v) for k, v in found_other.items()}
         rows.append(
