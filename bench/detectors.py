@@ -289,7 +289,8 @@ def main() -> None:
 
         DlibR29Pack.prepare(settings.model_dir)
         rows = bench_pipeline(DlibR29Pack(settings), 20)
-        body = "\n".join([f"- {machine_note()}", "", *rows])
+        command = " ".join(["python -m bench.detectors", *sys.argv[1:]])
+        body = "\n".join([f"- command: `{command}`", f"- {machine_note()}", "", *rows])
         text = path.read_text() if path.exists() else ""
         path.write_text(replace_section(text, "Whole pipeline per image", body))
         print(body)
