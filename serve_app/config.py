@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # Faces below this detector confidence (0-100) are not reported. For dlib's HOG, 60 is an
     # SVM margin of 0.135: it drops the upsampled pass's weakest false positives.
     detect_min_confidence: float = 60.0
+    # Face detector of the dlib-r29 pack: "hog" or "cnn" (dlib's MMOD CNN, converted to ONNX).
+    detector: Literal["hog", "cnn"] = "hog"
     # Threads per onnxruntime session (intra-op). 0 lets onnxruntime decide.
     embed_threads: int = 2
     embed_batch_size: int = 32

@@ -396,3 +396,22 @@ def test_random_and_corrupted_bytes_raise_only_our_errors() -> None:
             except Exception as exc:
                 escaped.append(f"{call.__name__}({data[:24]!r}...): {type(exc).__name__}: {exc}")
     assert escaped == []
+
+
+def test_large_jpeg_decodes_reduced_but_reports_its_own_size() -> None:
+    photo = Image.fromarray(np.kron(quadrants(), np.ones((50, 50, 1), np.uint8)))  # 3200x2400
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored sideways: displayed 2400x3200
+    data = encode(photo, "JPEG", quality=90, exif=exif)
+    full = decode_image(data)
+    reduced = decode_image(data, min_side=1000)
+    assert (full.width, full.height, full.scale) == (2400, 3200, 1.0)
+    assert (reduced.width, reduced.height) == (2400, 3200)
+    # 1/2 is the smallest JPEG scale keeping the longer side >= 1000 (1/4 gives 800).
+    assert reduced.scale == 2.0 and reduced.pixels.shape == (1600, 1200, 3)
+    # Same picture, same orientation: the reduced decode matches the full one shrunk.
+    shrunk = np.asarray(Image.fromarray(full.pixels).resize((1200, 1600), Image.Resampling.BOX))
+    assert np.abs(shrunk.astype(int) - reduced.pixels.astype(int)).mean() < 3
+    # Nothing to gain: small enough already, or not a JPEG.
+    assert decode_image(data, min_side=2000).scale == 1.0
+    assert decode_image(encode(photo, "PNG"), min_side=500).scale == 1.0

@@ -48,10 +48,23 @@ class Comparison:
         }
 
 
-def detect_faces(pack: ModelPack, data: bytes, limits: ImageLimits | None = None) -> ImageFaces:
-    """Decode (with limits) and detect; faces come largest first."""
-    image = decode_image(data, limits)
-    return ImageFaces(image.width, image.height, pack.detect(image.pixels))
+def detect_faces(
+    pack: ModelPack,
+    data: bytes,
+    limits: ImageLimits | None = None,
+    *,
+    detector: str | None = None,
+    largest_only: bool = False,
+) -> ImageFaces:
+    """Decode (with limits) and detect; faces come largest first, in the image's pixels.
+
+    A large JPEG is decoded only as large as detection scans it (detect_max_side), which
+    still leaves faces the resolution their chips need. `detector` and `largest_only` go to
+    the pack (`largest_only`: a search query, only its largest face matters).
+    """
+    image = decode_image(data, limits, min_side=pack.settings.detect_max_side)
+    found = pack.detect(image.pixels, detector=detector, largest_only=largest_only)
+    return ImageFaces(image.width, image.height, [f.scaled(image.scale) for f in found])
 
 
 def _largest(pack: ModelPack, data: bytes, role: str, limits: ImageLimits | None) -> DetectedFace:

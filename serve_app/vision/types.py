@@ -83,6 +83,18 @@ class DetectedFace:
     quality: FaceQuality
     chip: np.ndarray = field(repr=False, compare=False)
 
+    def scaled(self, factor: float) -> DetectedFace:
+        """The same face with its box, landmarks and size in pixels `factor` times larger
+        (found on a reduced decode, reported in the image's own pixels); chip unchanged."""
+        if factor == 1.0:
+            return self
+        b = self.box
+        box = BoundingBox(b.left * factor, b.top * factor, b.width * factor, b.height * factor)
+        q = self.quality
+        quality = FaceQuality(q.sharpness, q.brightness, q.face_size * factor, q.pose)
+        landmarks = (self.landmarks * factor).astype(np.float32)
+        return DetectedFace(box, landmarks, self.confidence, quality, self.chip)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "bounding_box": self.box.to_dict(),

@@ -89,8 +89,14 @@ class ModelPack(ABC):
         )
 
     @abstractmethod
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
-        """Faces in an RGB uint8 image, largest first, each with its aligned chip."""
+    def detect(
+        self, image: np.ndarray, *, detector: str | None = None, largest_only: bool = False
+    ) -> list[DetectedFace]:
+        """Faces in an RGB uint8 image, largest first, each with its aligned chip.
+
+        `detector` picks one of the pack's detectors (packs with one accept only None);
+        `largest_only` says only the largest face is wanted, so a pack may detect cheaper.
+        """
 
     def locate(self, image: np.ndarray, box: BoundingBox) -> DetectedFace:
         """Landmarks, quality and chip for a face at a known box (no detection).

@@ -166,7 +166,11 @@ class InsightFacePack(ModelPack):
             raise ModelNotAvailable(f"{path} is not an InsightFace {task} model")
         return model
 
-    def detect(self, image: np.ndarray) -> list[DetectedFace]:
+    def detect(
+        self, image: np.ndarray, *, detector: str | None = None, largest_only: bool = False
+    ) -> list[DetectedFace]:
+        if detector is not None:
+            raise InvalidParameter(f"pack {self.name} has one detector (SCRFD): omit detector")
         bgr = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
         height, width = bgr.shape[:2]
         scale = min(1.0, self.settings.detect_max_side / max(height, width))
@@ -181,7 +185,8 @@ class InsightFacePack(ModelPack):
             self._face(bgr, det[:4].reshape(2, 2) * to_original, kps * to_original, float(det[4]))
             for det, kps in zip(dets, kpss, strict=True)
         ]
-        return sorted(faces, key=lambda f: f.box.area, reverse=True)
+        faces.sort(key=lambda f: f.box.area, reverse=True)
+        return faces[:1] if largest_only else faces
 
     def _face(
         self, bgr: np.ndarray, corners: np.ndarray, points: np.ndarray, score: float
