@@ -8,6 +8,8 @@ little-endian float32 data; booleans as the characters '0' / '1'.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -85,3 +87,28 @@ class DlibReader:
         if version != 1:
             raise DlibFormatError(f"unsupported alias_tensor version {version}")
         return tuple(self.read_int() for _ in range(4))  # type: ignore[return-value]
+
+    def read_conv(self) -> ConvParams:
+        """A `con_` layer's body (after its name): float32 filters (out, in, nr, nc), bias,
+        stride and padding (each (y, x)). dlib stores filters and bias in one params tensor."""
+        params = self.read_tensor().reshape(-1)
+        num_filters, nr, nc = self.read_int(), self.read_int(), self.read_int()
+        stride = (self.read_int(), self.read_int())
+        padding = (self.read_int(), self.read_int())
+        filt_shape = self.read_alias_tensor()
+        bias_shape = self.read_alias_tensor()
+        for _ in range(4):  # learning-rate and weight-decay multipliers: training only
+            self.read_float()
+        if filt_shape[0] != num_filters or filt_shape[2:] != (nr, nc):
+            raise DlibFormatError(f"con_ filter shape {filt_shape} disagrees with its header")
+        n_w = int(np.prod(filt_shape))
+        weights = params[:n_w].reshape(filt_shape)
+        bias = params[n_w : n_w + int(np.prod(bias_shape))]
+        return ConvParams(weights, bias, stride, padding)
+
+
+class ConvParams(NamedTuple):
+    weights: np.ndarray
+    bias: np.ndarray
+    stride: tuple[int, int]
+    padding: tuple[int, int]

@@ -79,20 +79,10 @@ def _read_options(reader: DlibReader) -> tuple[list[tuple[int, int]], float, flo
 
 
 def _read_conv(reader: DlibReader) -> ConvLayer:
-    params = reader.read_tensor().reshape(-1)
-    num_filters, nr, nc = reader.read_int(), reader.read_int(), reader.read_int()
-    stride = (reader.read_int(), reader.read_int())
-    padding = (reader.read_int(), reader.read_int())
-    filt_shape = reader.read_alias_tensor()
-    bias_shape = reader.read_alias_tensor()
-    for _ in range(4):  # learning-rate and weight-decay multipliers: training only
-        reader.read_float()
-    if filt_shape[0] != num_filters or filt_shape[2:] != (nr, nc):
-        raise DlibFormatError(f"con_ filter shape {filt_shape} disagrees with its header")
-    n_w = int(np.prod(filt_shape))
-    weights = params[:n_w].reshape(filt_shape).astype(np.float32)
-    bias = params[n_w : n_w + int(np.prod(bias_shape))].astype(np.float32)
-    return ConvLayer(weights, bias, stride, padding)
+    conv = reader.read_conv()
+    return ConvLayer(
+        conv.weights.astype(np.float32), conv.bias.astype(np.float32), conv.stride, conv.padding
+    )
 
 
 def _read_bn_as_affine(reader: DlibReader) -> tuple[np.ndarray, np.ndarray]:

@@ -48,21 +48,15 @@ class DlibNet:
 def _read_layer(reader: DlibReader) -> Layer:
     name = reader.read_str()
     if name == "con_4":
-        params = reader.read_tensor().reshape(-1)
-        num_filters, nr, nc = reader.read_int(), reader.read_int(), reader.read_int()
-        stride = (reader.read_int(), reader.read_int())
-        padding = (reader.read_int(), reader.read_int())
-        filt_shape = reader.read_alias_tensor()
-        bias_shape = reader.read_alias_tensor()
-        for _ in range(4):  # learning-rate and weight-decay multipliers: training only
-            reader.read_float()
-        n_w = int(np.prod(filt_shape))
-        if filt_shape[0] != num_filters or filt_shape[2:] != (nr, nc):
-            raise DlibFormatError(f"con_ filter shape {filt_shape} disagrees with its header")
-        weights = params[:n_w].reshape(filt_shape)
-        bias = params[n_w : n_w + int(np.prod(bias_shape))]
+        conv = reader.read_conv()
         return Layer(
-            "conv", {"weights": weights, "bias": bias, "stride": stride, "padding": padding}
+            "conv",
+            {
+                "weights": conv.weights,
+                "bias": conv.bias,
+                "stride": conv.stride,
+                "padding": conv.padding,
+            },
         )
     if name == "affine_":
         params = reader.read_tensor().reshape(-1)
