@@ -22,6 +22,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
+from bench.timing import median_ms
 from serve_app.config import Settings
 from serve_app.vision.image import decode_image
 from serve_app.vision.packs.dlib_r29 import (
@@ -38,16 +39,6 @@ VOC = FACES / "groups" / "dlib"
 TITLE = "Face detectors: dlib's CNN, its ONNX conversion, HOG"
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom (exclusive)
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: sessions, caches
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
 
 
 def voc_truth() -> dict[str, list[Box]]:

@@ -11,10 +11,7 @@ import datetime
 import io
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dlib
@@ -22,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from bench.timing import median_ms
 from serve_app.config import Settings
 from serve_app.evaluation.lfw import evaluate, parse_pairs
 from serve_app.evaluation.pipelines import dlib_pipeline, pack_pipeline
@@ -32,17 +30,6 @@ from serve_app.vision.packs.onnx_embedder import OnnxEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = REPO.parent / "shared" / "data" / "faces"
-
-
-def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000.0
 
 
 def machine() -> str:
