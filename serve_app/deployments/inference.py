@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,14 @@ class Detector:
         self.settings = settings
         self.pack = _load_pack(settings, pack_name, None)
 
-    async def detect(self, data: bytes) -> ImageFaces:
+    async def detect(self, data: bytes, largest_only: bool = False) -> ImageFaces:
         # In a thread: the replica's event loop keeps accepting (and health-checking).
-        return await asyncio.to_thread(detect_faces, self.pack, data, self.settings.image_limits)
+        return await asyncio.to_thread(
+            partial(detect_faces, largest_only=largest_only),
+            self.pack,
+            data,
+            self.settings.image_limits,
+        )
 
 
 @serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)

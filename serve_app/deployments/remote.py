@@ -40,8 +40,8 @@ class RemotePipeline:
         self.model_version = model_version
         self.calibration = calibration
 
-    async def detect(self, data: bytes) -> ImageFaces:
-        return await unwrap(self._detector.detect.remote(data))
+    async def detect(self, data: bytes, *, largest_only: bool = False) -> ImageFaces:
+        return await unwrap(self._detector.detect.remote(data, largest_only=largest_only))
 
     async def embed(self, chips: np.ndarray) -> np.ndarray:
         return await unwrap(self._embedder.embed.remote(chips))

@@ -219,7 +219,9 @@ class FaceService:
         `quality_filter`, a largest face below that bar is an error, not searched."""
         threshold, k = params.search(threshold, max_results, thresholds.SEARCH, MAX_SEARCH_RESULTS)
         collection, pipeline = await self.context.collection(collection_name)
-        found = await pipeline.detect(image)
+        # Only the largest face is searched: the pack may find it in a cheap low-resolution
+        # pass (its landmarks and chip still come from the full image).
+        found = await pipeline.detect(image, largest_only=True)
         if not found.faces:
             raise InvalidParameter("no face detected in the image")
         face = found.faces[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,7 +38,10 @@ class Pipeline(Protocol):
     model_version: str
     calibration: Calibration
 
-    async def detect(self, data: bytes) -> ImageFaces: ...
+    async def detect(self, data: bytes, *, largest_only: bool = False) -> ImageFaces:
+        """Faces, largest first. `largest_only`: only the largest is wanted (a search
+        query), so the pack may skip its full-resolution pass."""
+        ...
 
     async def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
@@ -163,8 +167,10 @@ class LocalPipeline:
         self.model_version = pack.model_version
         self.calibration = pack.calibration
 
-    async def detect(self, data: bytes) -> ImageFaces:
-        return await asyncio.to_thread(detect_faces, self.pack, data, self.limits)
+    async def detect(self, data: bytes, *, largest_only: bool = False) -> ImageFaces:
+        return await asyncio.to_thread(
+            partial(detect_faces, largest_only=largest_only), self.pack, data, self.limits
+        )
 
     async def embed(self, chips: np.ndarray) -> np.ndarray:
         return await asyncio.to_thread(self.pack.embed_chips, chips)
