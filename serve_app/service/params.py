@@ -64,10 +64,10 @@ def metadata(value: Any) -> dict:
     return value or {}
 
 
-def face_ids(value: Any, allow_empty: bool = False) -> list[str]:
+def face_ids(value: Any) -> list[str]:
     """A list of 1 to MAX_FACE_IDS face ids (each id is checked by the store)."""
     if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
         raise InvalidParameter("face_ids must be a list of face ids")
-    if not (0 if allow_empty else 1) <= len(value) <= MAX_FACE_IDS:
+    if not 1 <= len(value) <= MAX_FACE_IDS:
         raise InvalidParameter(f"face_ids must hold 1 to {MAX_FACE_IDS} face ids, got {len(value)}")
     return list(value)

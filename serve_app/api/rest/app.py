@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,10 +13,9 @@ from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.rekognition import rekognition_route
 from serve_app.api.rest import collections, faces, operations, persons, stateless
 from serve_app.api.rest.errors import install_error_handlers
+from serve_app.api.rest.operations import ReadinessCheck
 from serve_app.config import ImageLimits, RekognitionConfig
 from serve_app.service.services import Services
-
-Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 DESCRIPTION = """\
 Detect faces, index them in collections, search and compare them, and group them into persons.
@@ -66,7 +64,7 @@ def _document(app: FastAPI) -> dict[str, Any]:
 
 def build_rest_app(
     services: Services,
-    readiness: Readiness | None = None,
+    readiness: ReadinessCheck | None = None,
     *,
     max_image_bytes: int = ImageLimits.max_bytes,
     rekognition: RekognitionConfig | None = None,

@@ -12,6 +12,7 @@ from serve_app.api.rest.models import Health, Readiness
 
 logger = logging.getLogger(__name__)
 
+# What answers /readyz: check name -> passed (e.g. {"models": True, "database": True}).
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 router = APIRouter(tags=["operations"])
