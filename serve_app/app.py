@@ -3,6 +3,7 @@
     HTTP -> Ingress -+-> Detector (decode + detect + align)
                      +-> Embedder (batched ONNX)
                      +-> Search   (PostgreSQL + pgvector or Pinecone)
+                     +-> Jobs     (album jobs: coordinator -> IndexWorker actors)
 
 Deployment options (replicas, autoscaling, CPUs, batch sizes) live in serve_config.yaml;
 `serve run serve_config.yaml` applies them itself, `faceserve serve` applies them with
@@ -23,6 +24,7 @@ from serve_app.config import Settings
 from serve_app.deployments.database import embedded_database_url
 from serve_app.deployments.inference import Detector, Embedder
 from serve_app.deployments.ingress import Ingress
+from serve_app.deployments.jobs import Jobs
 from serve_app.deployments.model_store import model_store
 from serve_app.deployments.search import Search
 from serve_app.vision.packs.registry import pack_class
@@ -81,4 +83,5 @@ def build_app(args: dict[str, Any] | None = None, config_path: Path | None = Non
     detector = configured(Detector).bind(settings, cls.name)
     embedder = configured(Embedder).bind(settings, cls.name, model_key)
     search = configured(Search).bind(database_url, settings)
-    return configured(Ingress).bind(detector, embedder, search, settings, cls.name)
+    jobs = configured(Jobs).bind(database_url, settings, cls.name, model_key)
+    return configured(Ingress).bind(detector, embedder, search, settings, cls.name, jobs)

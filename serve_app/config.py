@@ -163,9 +163,43 @@ class Settings(BaseSettings):
     # Seconds between the Search deployment's repair passes (pending pushes, missing indexes).
     pinecone_repair_interval_s: float = 60.0
 
+    # Album jobs. Queue transport: "postgres" (rows leased with FOR UPDATE SKIP LOCKED) or
+    # "sqs" (messages on job_sqs_queue_url; the job's state stays in PostgreSQL).
+    job_queue: Literal["postgres", "sqs"] = "postgres"
+    job_sqs_queue_url: str = ""
+    # Where messages go after job_max_attempts receives (a redrive policy set at start).
+    job_sqs_dlq_url: str = ""
+    # SQS endpoint (empty: AWS's own for aws_region), e.g. a moto server in tests.
+    job_sqs_endpoint_url: str = ""
+    # S3 endpoint album sources are listed and read from (empty: s3_endpoint_url, else AWS).
+    job_s3_endpoint_url: str = ""
+    # Server-side folders `file:///…` sources may read, separated by commas (empty: none).
+    job_folder_roots: str = ""
+    # Largest archive an upload may be, in bytes (2 GiB).
+    job_archive_max_bytes: int = 2 * 1024**3
+    # Seconds one image may take before its worker is considered hung (a job may ask less).
+    job_image_timeout_s: float = 60.0
+    # Tries per image (a hang or a crashed worker counts one) before it fails as `timeout`.
+    job_max_attempts: int = 3
+    # Index workers (Ray actors, one model pack each) scale with the queue depth: one per
+    # job_images_per_worker images waiting, within these bounds.
+    job_min_workers: int = 0
+    job_max_workers: int = 2
+    job_images_per_worker: int = 20
+    # Ray's logical CPUs per worker (they run niced, so live requests go first).
+    job_worker_cpus: float = 0.25
+    job_worker_nice: int = 10
+    # Images a worker reads and embeds together.
+    job_batch_size: int = 4
+
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)
+
+    @property
+    def folder_roots(self) -> list[Path]:
+        """The folders album jobs may read (`job_folder_roots`)."""
+        return [Path(p.strip()).expanduser() for p in self.job_folder_roots.split(",") if p.strip()]
 
     @property
     def rekognition(self) -> RekognitionConfig:

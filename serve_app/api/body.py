@@ -183,3 +183,48 @@ async def _form_fields(
     finally:
         await form.close()
     return fields
+
+
+async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body passes the limit of {limit:,} bytes")
+        yield chunk
+
+
+async def read_upload(request: Request, limit: int, file_field: str) -> tuple[dict[str, str], Any]:
+    """A multipart body carrying one large file (an archive): its text fields, and the file
+    part as Starlette's `UploadFile`, spooled to disk while the body streams (never held in
+    memory), the whole body refused past `limit` bytes. The caller closes the file."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is {int(declared):,} bytes; the limit is {limit:,}")
+    try:
+        form = await MultiPartParser(
+            request.headers,
+            _capped(request, limit),
+            max_files=1,
+            max_fields=MAX_FORM_FIELDS,
+            max_part_size=BODY_SLACK,
+        ).parse()
+    except MultiPartException as exc:
+        raise InvalidParameter(f"malformed form body: {exc.message}") from None
+    except (KeyError, ValueError):
+        raise InvalidParameter("malformed form body") from None
+    upload = None
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != file_field:
+                await form.close()
+                raise InvalidParameter(
+                    f"the only file part accepted is {file_field!r}, not {key!r}"
+                )
+            upload = value
+        else:
+            fields[key] = value
+    if upload is None:
+        raise InvalidParameter(f"the file part {file_field!r} is missing")
+    return fields, upload

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,9 +49,64 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def exposition(self, request: Request) -> Response:
-        """The `GET /metrics` endpoint."""
+        self.jobs = JobMetrics()
+        self.registry.register(self.jobs)
+
+    def exposition(self, request: Request, jobs: dict[str, Any] | None = None) -> Response:
+        """The `GET /metrics` endpoint; `jobs`: the album jobs' numbers, read just now."""
+        self.jobs.snapshot = jobs
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class JobMetrics:
+    """Album jobs' metrics, from a snapshot of their records (PostgreSQL holds the truth, so
+    every ingress replica reports the same numbers)."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] | None = None
+
+    def describe(self) -> list:
+        return []  # the families depend on the snapshot
+
+    def collect(self) -> Any:
+        jobs = self.snapshot
+        if not jobs:
+            return
+        yield GaugeMetricFamily(
+            "faceserve_job_queue_depth",
+            "Images waiting in running album jobs.",
+            value=jobs["queue_depth"],
+        )
+        yield GaugeMetricFamily(
+            "faceserve_job_workers", "Album index workers running.", value=jobs["workers"]
+        )
+        rate = GaugeMetricFamily(
+            "faceserve_job_images_per_second",
+            "Recent images/s of each running job.",
+            labels=["job"],
+        )
+        for job_id, value in jobs["rates"].items():
+            rate.add_metric([job_id], value)
+        yield rate
+        failures = CounterMetricFamily(
+            "faceserve_job_image_failures",
+            "Images album jobs could not index, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(jobs["failures"].items()):
+            failures.add_metric([reason], count)
+        yield failures
+        durations = SummaryMetricFamily(
+            "faceserve_job_duration_seconds",
+            "Album jobs from submission to finish, by state.",
+            labels=["state"],
+        )
+        by_state: dict[str, list[float]] = {}
+        for state, seconds in jobs["durations"]:
+            by_state.setdefault(state, []).append(seconds)
+        for state, values in sorted(by_state.items()):
+            durations.add_metric([state], len(values), sum(values))
+        yield durations
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:

@@ -16,7 +16,7 @@ from serve_app.vision.packs.base import ModelPack
 from serve_app.vision.packs.registry import pack_class
 
 
-def _load_pack(settings: Settings, pack_name: str, model_key: str | None) -> ModelPack:
+def load_shared_pack(settings: Settings, pack_name: str, model_key: str | None) -> ModelPack:
     cls = pack_class(pack_name)
     shared = shared_model_bytes(model_key) if model_key else None
     return cls(settings, embedding_model=shared)
@@ -28,7 +28,7 @@ class Detector:
 
     def __init__(self, settings: Settings, pack_name: str) -> None:
         self.settings = settings
-        self.pack = _load_pack(settings, pack_name, None)
+        self.pack = load_shared_pack(settings, pack_name, None)
 
     async def detect(self, data: bytes, largest_only: bool = False) -> ImageFaces:
         # In a thread: the replica's event loop keeps accepting (and health-checking).
@@ -45,7 +45,7 @@ class Embedder:
     """Aligned chips in, L2-normalised embeddings out; requests are batched together."""
 
     def __init__(self, settings: Settings, pack_name: str, model_key: str | None) -> None:
-        self.pack = _load_pack(settings, pack_name, model_key)
+        self.pack = load_shared_pack(settings, pack_name, model_key)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """`user_config` from serve_config.yaml: batching knobs, changeable without restart."""

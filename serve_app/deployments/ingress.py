@@ -6,7 +6,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import Settings
-from serve_app.deployments.remote import RemotePipeline, RemoteStorage
+from serve_app.deployments.remote import RemotePipeline, RemoteStorage, unwrap
+from serve_app.service.jobs import JobService
+from serve_app.service.ports import JOB_QUEUE_METHODS
 from serve_app.service.services import Services
 from serve_app.vision.calibration import load_calibration
 from serve_app.vision.packs.registry import pack_class
@@ -22,14 +24,27 @@ class Ingress:
         search: DeploymentHandle,
         settings: Settings,
         pack_name: str,
+        jobs: DeploymentHandle | None = None,
     ) -> None:
         cls = pack_class(pack_name)
         pipeline = RemotePipeline(
             detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
         )
         self.storage = RemoteStorage(search)
+        self.jobs = jobs
+        job_service = None
+        if jobs is not None:
+            job_service = JobService(
+                RemoteStorage(jobs, JOB_QUEUE_METHODS),
+                uploads_dir=settings.data_dir / "uploads",
+                folder_roots=settings.folder_roots,
+            )
         self.services = Services.build(
-            self.storage, {pack_name: pipeline}, pack_name, store_images=settings.store_images
+            self.storage,
+            {pack_name: pipeline},
+            pack_name,
+            store_images=settings.store_images,
+            jobs=job_service,
         )
         self.settings = settings
 
@@ -48,4 +63,10 @@ class Ingress:
             readiness=self.readiness,
             max_image_bytes=self.settings.max_image_bytes,
             rekognition=self.settings.rekognition,
+            max_archive_bytes=self.settings.job_archive_max_bytes,
+            job_metrics=self.job_metrics if self.jobs is not None else None,
         )
+
+    async def job_metrics(self) -> dict:
+        assert self.jobs is not None
+        return await unwrap(self.jobs.metrics.remote())

@@ -48,14 +48,16 @@ class RemotePipeline:
 
 
 class RemoteStorage:
-    """The `Storage` port over the Search deployment: each of its methods is a call there."""
+    """A port over a deployment that runs its methods by name (`call`): the `Storage` port
+    over the Search deployment unless `methods` says another (the Jobs deployment's)."""
 
-    def __init__(self, search: DeploymentHandle) -> None:
+    def __init__(self, search: DeploymentHandle, methods: frozenset[str] = STORAGE_METHODS) -> None:
         self._search = search
+        self._methods = methods
 
     def __getattr__(self, method: str) -> Any:
-        if method not in STORAGE_METHODS:
-            raise AttributeError(f"{method!r} is not a method of the Storage port")
+        if method not in self._methods:
+            raise AttributeError(f"{method!r} is not a method of this port")
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             return await unwrap(self._search.call.remote(method, *args, **kwargs))

@@ -20,6 +20,7 @@ import numpy as np
 from serve_app.config import ImageLimits
 from serve_app.service.analysis import ImageFaces, detect_faces
 from serve_app.store.database import outages_as_unavailable
+from serve_app.store.jobs import ImageFailure, JobRecord
 from serve_app.store.records import (
     CollectionRecord,
     FaceRecord,
@@ -146,6 +147,32 @@ class Storage(Protocol):
     async def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray: ...
 
 
+class JobQueue(Protocol):
+    """Album jobs' durable records (implemented by `serve_app.store.jobs.JobStore`, awaited)."""
+
+    async def create_job(
+        self, collection_name: str, source: str, source_kind: str, options: dict[str, Any]
+    ) -> JobRecord: ...
+
+    async def get_job(self, job_id: str) -> JobRecord: ...
+
+    async def list_jobs(
+        self,
+        collection: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]: ...
+
+    async def failures(
+        self, job_id: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[ImageFailure], str | None]: ...
+
+    async def set_state(
+        self, job_id: str, state: str, *, allowed_from: Sequence[str]
+    ) -> JobRecord: ...
+
+
 def _protocol_methods(protocol: type) -> frozenset[str]:
     return frozenset(
         name
@@ -156,6 +183,7 @@ def _protocol_methods(protocol: type) -> frozenset[str]:
 
 # The storage port's methods: all that the Search deployment lets a caller run.
 STORAGE_METHODS = _protocol_methods(Storage)
+JOB_QUEUE_METHODS = _protocol_methods(JobQueue)
 
 
 class LocalPipeline:
@@ -177,15 +205,17 @@ class LocalPipeline:
 
 
 class LocalStorage:
-    """A synchronous store in this process: each `Storage` method is awaited in a worker
-    thread (and a database that does not answer is reported as DatabaseUnavailable)."""
+    """A synchronous store in this process: each method of the port (`Storage` unless
+    `methods` says another) is awaited in a worker thread (and a database that does not
+    answer is reported as DatabaseUnavailable)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, methods: frozenset[str] = STORAGE_METHODS) -> None:
         self._store = store
+        self._methods = methods
 
     def __getattr__(self, name: str) -> Any:
-        if name not in STORAGE_METHODS:
-            raise AttributeError(f"{name!r} is not a method of the Storage port")
+        if name not in self._methods:
+            raise AttributeError(f"{name!r} is not a method of this port")
         method = getattr(self._store, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:

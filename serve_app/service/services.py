@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from serve_app.service.context import CollectionContext
 from serve_app.service.faces import FaceService
+from serve_app.service.jobs import JobService
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline, Storage
 
@@ -17,6 +18,7 @@ class Services:
     context: CollectionContext
     faces: FaceService
     persons: PersonService
+    jobs: JobService | None = None  # album jobs, where the service runs them
 
     @classmethod
     def build(
@@ -26,6 +28,7 @@ class Services:
         default_pack: str,
         *,
         store_images: bool = False,
+        jobs: JobService | None = None,
     ) -> Services:
         context = CollectionContext(storage, pipelines, default_pack, store_images)
-        return cls(context, FaceService(context), PersonService(context))
+        return cls(context, FaceService(context), PersonService(context), jobs)

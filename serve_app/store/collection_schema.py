@@ -76,6 +76,10 @@ images = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The uploaded photo, only with FACESERVE_STORE_IMAGES (biometric data: store the least).
     Column("data", LargeBinary),
+    # SHA-256 of the file, hex; set by album jobs, which skip an image already indexed.
+    Column("content_hash", Text),
+    Index("images_content_hash", "content_hash"),
+    Index("images_external_image_id", "external_image_id"),
 )
 
 persons = Table(

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 CONTROL_SCHEMA = "faceserve"
@@ -21,4 +35,51 @@ collections = Table(
     Column("metadata", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("vector_options", JSONB, nullable=False),
+)
+
+# Album jobs: one row per job, one per image of its source (the durable queue and its record).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("collection_id", UUID(as_uuid=False), ForeignKey(collections.c.id, ondelete="CASCADE")),
+    Column("collection_name", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_kind", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("error", Text),
+    # Whether every image of the source has its row (listing is resumed after a restart).
+    Column("listed", Boolean, nullable=False, server_default=text("false")),
+    # Files of the source that are not images by their name (not queued).
+    Column("ignored_files", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("jobs_collection_created", "collection_name", "created_at"),
+    Index("jobs_state", "state"),
+)
+
+job_images = Table(
+    "job_images",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "job_id", UUID(as_uuid=False), ForeignKey(jobs.c.id, ondelete="CASCADE"), nullable=False
+    ),
+    # The object key, relative path or archive member: where the image is read from.
+    Column("key", Text, nullable=False),
+    Column("external_image_id", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("leased_by", Text),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("faces", Integer),
+    Column("reason", Text),
+    Column("message", Text),
+    Column("content_hash", Text),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("job_id", "key", name="job_images_job_key"),
+    Index("job_images_job_state", "job_id", "state", "id"),
+    Index("job_images_finished", "job_id", "finished_at"),
 )

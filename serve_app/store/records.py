@@ -37,6 +37,7 @@ class NewImage:
     width: int
     height: int
     data: bytes | None = None  # the photo itself: stored only when the service is asked to
+    content_hash: str | None = None  # SHA-256 hex of the file (album jobs skip known ones)
 
 
 @dataclass(frozen=True)

@@ -217,41 +217,69 @@ class Store:
     ) -> list[FaceRecord]:
         """Index the faces of one image: image row, face rows and vectors, all or nothing."""
         check.collection_name(collection_name)
+        if len(faces) == 0:
+            self._check_image(image)
+            return []
+        with self.engine.begin() as conn:
+            collection = self._access.collection(conn, collection_name, lock="key_share")
+            added = self.insert_image(conn, collection, image, faces)
+        self._access.after_commit(collection)
+        return added
+
+    @staticmethod
+    def _check_image(image: NewImage) -> str | None:
         external_image_id = check.short_text(
             "external_image_id", image.external_image_id, required=False
         )
-        width = check.positive_int("image width", image.width, maximum=2**31 - 1)
-        height = check.positive_int("image height", image.height, maximum=2**31 - 1)
-        if len(faces) == 0:
-            return []
+        check.positive_int("image width", image.width, maximum=2**31 - 1)
+        check.positive_int("image height", image.height, maximum=2**31 - 1)
+        check.short_text("content_hash", image.content_hash, required=False)
+        return external_image_id
+
+    def insert_image(
+        self,
+        conn: Connection,
+        collection: CollectionRecord,
+        image: NewImage,
+        faces: Sequence[NewFace],
+    ) -> list[FaceRecord]:
+        """Within the caller's transaction (the collection held with key_share or more):
+        the image row, its face rows and vectors. An image with no faces still gets its row
+        (album jobs record that it was seen). The caller runs `after_commit` afterwards."""
+        external_image_id = self._check_image(image)
         if len(faces) > MAX_PAGE:
             raise InvalidParameter(f"at most {MAX_PAGE} faces per image, got {len(faces)}")
-        with self.engine.begin() as conn:
-            collection = self._access.collection(conn, collection_name, lock="key_share")
-            vectors = np.stack(
-                [
-                    check.embedding(f.embedding, collection.embedding_dim, collection_name)
-                    for f in faces
-                ]
+        t = tables_for(collection.schema_name)
+        image_id = str(uuid.uuid4())
+        conn.execute(
+            t.images.insert().values(
+                id=image_id,
+                external_image_id=external_image_id,
+                width=image.width,
+                height=image.height,
+                data=image.data,
+                content_hash=image.content_hash,
             )
-            image_id = str(uuid.uuid4())
-            face_rows = [face_row(face, image_id, external_image_id) for face in faces]
-            t = tables_for(collection.schema_name)
-            conn.execute(
-                t.images.insert().values(
-                    id=image_id,
-                    external_image_id=external_image_id,
-                    width=width,
-                    height=height,
-                    data=image.data,
-                )
-            )
-            conn.execute(t.faces.insert(), face_rows)
-            face_ids = [row["id"] for row in face_rows]
-            self._access.index(collection).add(conn, collection, face_ids, vectors)
-            added = faces_by_id(conn, collection, face_ids)
+        )
+        if not faces:
+            return []
+        vectors = np.stack(
+            [check.embedding(f.embedding, collection.embedding_dim, collection.name) for f in faces]
+        )
+        face_rows = [face_row(face, image_id, external_image_id) for face in faces]
+        conn.execute(t.faces.insert(), face_rows)
+        face_ids = [row["id"] for row in face_rows]
+        self._access.index(collection).add(conn, collection, face_ids, vectors)
+        return faces_by_id(conn, collection, face_ids)
+
+    def after_commit(self, collection: CollectionRecord) -> None:
+        """What a write to `collection` sends once committed (Pinecone's pending vectors)."""
         self._access.after_commit(collection)
-        return added
+
+    @property
+    def access(self) -> CollectionAccess:
+        """How the store's parts reach a collection (for the job store)."""
+        return self._access
 
     def list_faces(
         self, collection_name: str, limit: int = 100, cursor: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from serve_app import __version__
 from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.rekognition import rekognition_route
-from serve_app.api.rest import collections, faces, operations, persons, stateless
+from serve_app.api.rest import collections, faces, jobs, operations, persons, stateless
 from serve_app.api.rest.errors import install_error_handlers
 from serve_app.api.rest.operations import ReadinessCheck
 from serve_app.config import ImageLimits, RekognitionConfig
@@ -36,7 +37,7 @@ curl -X POST http://127.0.0.1:8000/v1/collections/album/search -F image=@query.j
 The Amazon Rekognition-compatible API (AWS JSON 1.1, SigV4) is at `POST /`; see the README.
 """
 
-ROUTERS = (stateless, collections, faces, persons, operations)
+ROUTERS = (stateless, collections, faces, persons, jobs, operations)
 
 
 def _document(app: FastAPI) -> dict[str, Any]:
@@ -68,6 +69,8 @@ def build_rest_app(
     *,
     max_image_bytes: int = ImageLimits.max_bytes,
     rekognition: RekognitionConfig | None = None,
+    max_archive_bytes: int = 2 * 1024**3,
+    job_metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
     """The REST v1 app over `services`.
 
@@ -75,6 +78,7 @@ def build_rest_app(
     app is ready as soon as it serves. `max_image_bytes` (FACESERVE_MAX_IMAGE_BYTES) sizes the
     request-body cap; the image itself is checked again by the service's pipeline.
     `rekognition`: also serve the Rekognition-compatible API at `POST /`.
+    `max_archive_bytes` (FACESERVE_JOB_ARCHIVE_MAX_BYTES) caps an album job's uploaded archive.
     """
     app = FastAPIOffline(
         title="faceserve",
@@ -86,6 +90,8 @@ def build_rest_app(
     app.state.services = services
     app.state.readiness = readiness
     app.state.max_image_bytes = max_image_bytes
+    app.state.max_archive_bytes = max_archive_bytes
+    app.state.job_metrics = job_metrics
     app.state.metrics = metrics = ApiMetrics()
     for module in ROUTERS:
         # The routes themselves, not `include_router`: FastAPI 0.16x wraps an included router

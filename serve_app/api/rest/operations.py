@@ -50,4 +50,10 @@ async def readyz(request: Request) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
-    return request.app.state.metrics.exposition(request)
+    jobs = None
+    if request.app.state.job_metrics is not None:
+        try:
+            jobs = await request.app.state.job_metrics()
+        except Exception:  # noqa: BLE001 - the other metrics are still worth scraping
+            logger.warning("album job metrics unavailable", exc_info=True)
+    return request.app.state.metrics.exposition(request, jobs)
