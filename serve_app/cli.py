@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for /readyz before giving up (default 120)",
     )
     p.set_defaults(func=cmd_loadtest)
+
+    from serve_app.cli_jobs import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
 from moto.server import ThreadedMotoServer
+from PIL import Image, ImageOps
 
 from serve_app.config import Settings
 from serve_app.service.album_indexing import AlbumIndexer, WorkerLoop
