@@ -30,7 +30,7 @@ from serve_app.store.embedded import EmbeddedPostgres
 from tests.conftest import insightface_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-FAKE = Path(sys.executable).parent / "faceserve"
+FACESERVE = Path(sys.executable).parent / "faceserve"
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -83,7 +83,7 @@ class ServiceProcess:
         self.ray_tmp = tempfile.mkdtemp(prefix="fsr-")
         env = {**os.environ, **self.env, "RAY_TMPDIR": self.ray_tmp, "RAY_AUTH_MODE": "disabled"}
         self.process = subprocess.Popen(
-            [str(FAKE), "serve", "--port", str(self.port)],
+            [str(FACESERVE), "serve", "--port", str(self.port)],
             env=env,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
@@ -303,10 +303,8 @@ def test_archive_upload_pause_resume_cancel_and_cli(
     cli_album.mkdir()
     (cli_album / "a.jpg").write_bytes(photos[keys[0]])
     (cli_album / "broken.jpg").write_bytes(b"not a jpeg")
-    run = subprocess.run(
-        [str(FAKE), "index", str(cli_album), "--collection", "cli", "--url", service.url, "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    command = [str(FACESERVE), "index", str(cli_album), "--collection", "cli", "--url", service.url]
+    run = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr
     assert "1 indexed, 0 skipped, 1 failed" in run.stdout
     assert "broken.jpg: invalid_image" in run.stderr
