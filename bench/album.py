@@ -39,12 +39,23 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(0.8))
 
 
+_BACKGROUNDS: dict[tuple[int, int, int], Image.Image] = {}
+BACKGROUND_VARIANTS = 24  # per size: generating one costs more than the rest of a photo
+
+
+def _cached_background(seed: int, variant: int, width: int, height: int) -> Image.Image:
+    key = (variant, width, height)
+    if key not in _BACKGROUNDS:
+        rng = np.random.default_rng([seed, variant, width, height])
+        _BACKGROUNDS[key] = _background(rng, width, height)
+    return _BACKGROUNDS[key].copy()
+
+
 def compose(index: int, photos: list[Path], seed: int = 0) -> tuple[bytes, int]:
     """Photo number `index` of the album: its JPEG bytes and the number of faces placed."""
     rnd = random.Random(seed * 1_000_003 + index)
-    rng = np.random.default_rng(seed * 1_000_003 + index)
     width, height = rnd.choice(SIZES)
-    canvas = _background(rng, width, height)
+    canvas = _cached_background(seed, rnd.randrange(BACKGROUND_VARIANTS), width, height)
     count = rnd.choice((1, 1, 2, 2, 3, 3, 4, 5, 6))
     placed: list[tuple[int, int, int]] = []
     for _ in range(count * 8):  # placements that would overlap are retried
@@ -88,7 +99,7 @@ def write_album(out_dir: Path, count: int, seed: int = 0, workers: int = 2) -> l
         raise SystemExit(f"no LFW photos under {LFW_IMAGES}")
     jobs = [(out_dir, i, seed, photos) for i in range(count)]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_write, jobs, chunksize=64))
+        list(pool.map(_write, jobs, chunksize=256))
     return sorted(out_dir.glob("*/*.jpg"))[:count]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ import dlib
 import numpy as np
 from PIL import Image
 
+from bench.report import replace_section
 from bench.timing import median_ms
 from serve_app.config import Settings
 from serve_app.vision.image import decode_image
@@ -252,15 +252,6 @@ def machine_note() -> str:
         f"on {os.cpu_count()} cores (other sessions share this machine: times are noisy, "
         "ratios less so)."
     )
-
-
-def replace_section(text: str, title: str, body: str) -> str:
-    """`text` with the `## title` section replaced by `body` (appended when absent)."""
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"## {title}\n\n{body}\n\n"
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1)
-    return text.rstrip("\n") + "\n\n" + section
 
 
 def main() -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench.report import replace_section
 from serve_app.evaluation.embeddings import (
     EmbeddedImages,
     embed_images,
@@ -249,19 +249,6 @@ def sections(pack_name: str = "dlib-r29") -> list[tuple[str, list[str]]]:
     ]
 
 
-def replace_section(document: str, title: str, rows: list[str]) -> str:
-    """`document` with its `## title` section (up to the next `## ` or a marker) replaced,
-    or the section added before the load-test sections when it has none."""
-    body = f"## {title}\n\n" + "\n".join(rows) + "\n\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |^<!-- |\Z)", re.S | re.M)
-    if pattern.search(document):
-        return pattern.sub(lambda _: body, document, count=1)
-    marker = document.find("<!-- loadtest:")
-    if marker < 0:
-        return document.rstrip("\n") + "\n\n" + body
-    return document[:marker] + body + document[marker:]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--benchmarks", type=Path, help="replace these sections in this file")
@@ -272,7 +259,7 @@ def main() -> None:
     if args.benchmarks:
         text = args.benchmarks.read_text() if args.benchmarks.exists() else "# Benchmarks\n"
         for title, rows in found:
-            text = replace_section(text, title, rows)
+            text = replace_section(text, title, "\n".join(rows))
         args.benchmarks.write_text(text)
         print(f"wrote {args.benchmarks}", file=sys.stderr)
 

@@ -573,7 +573,7 @@ class JobStore:
                     content_hash=image.content_hash,
                 )
                 return "skipped"
-            added = self.store.insert_image(conn, collection, image, faces)
+            added = self.store.insert_image(conn, collection, image, faces, read_back=False)
             self._finish(
                 conn, claim.row_id, "done", faces=len(added), content_hash=image.content_hash
             )

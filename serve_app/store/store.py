@@ -224,7 +224,7 @@ class Store:
             collection = self._access.collection(conn, collection_name, lock="key_share")
             added = self.insert_image(conn, collection, image, faces)
         self._access.after_commit(collection)
-        return added
+        return added  # type: ignore[return-value]
 
     @staticmethod
     def _check_image(image: NewImage) -> str | None:
@@ -242,10 +242,13 @@ class Store:
         collection: CollectionRecord,
         image: NewImage,
         faces: Sequence[NewFace],
-    ) -> list[FaceRecord]:
+        *,
+        read_back: bool = True,
+    ) -> list[FaceRecord] | list[str]:
         """Within the caller's transaction (the collection held with key_share or more):
         the image row, its face rows and vectors. An image with no faces still gets its row
-        (album jobs record that it was seen). The caller runs `after_commit` afterwards."""
+        (album jobs record that it was seen). The caller runs `after_commit` afterwards.
+        Returns the new faces' records, or only their ids without `read_back`."""
         external_image_id = self._check_image(image)
         if len(faces) > MAX_PAGE:
             raise InvalidParameter(f"at most {MAX_PAGE} faces per image, got {len(faces)}")
@@ -270,7 +273,7 @@ class Store:
         conn.execute(t.faces.insert(), face_rows)
         face_ids = [row["id"] for row in face_rows]
         self._access.index(collection).add(conn, collection, face_ids, vectors)
-        return faces_by_id(conn, collection, face_ids)
+        return faces_by_id(conn, collection, face_ids) if read_back else face_ids
 
     def after_commit(self, collection: CollectionRecord) -> None:
         """What a write to `collection` sends once committed (Pinecone's pending vectors)."""
