@@ -9,6 +9,7 @@ import logging
 import math
 import threading
 import uuid
+from pathlib import Path
 from typing import Any, Protocol
 
 from serve_app.config import Settings
@@ -80,8 +81,10 @@ class JobCoordinator:
         self._reap()
         self._kill_hung()
         self._scale(self.jobs.queue_depth())
-        for job_id in self.jobs.complete_finished_jobs():
+        for job_id, options in self.jobs.complete_finished_jobs():
             log.info("album job %s finished", job_id)
+            if options.get("archive_path"):  # an upload is kept only while its job needs it
+                Path(options["archive_path"]).unlink(missing_ok=True)
 
     def _reap(self) -> None:
         for name, error in self.pool.finished().items():

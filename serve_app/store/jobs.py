@@ -310,9 +310,9 @@ class JobStore:
             ).all()
             return [_record(row, ImageCounts(), 0, None) for row in rows]
 
-    def complete_finished_jobs(self) -> list[str]:
+    def complete_finished_jobs(self) -> list[tuple[str, dict[str, Any]]]:
         """Running jobs that are listed and have no image left to do become succeeded;
-        returns their ids."""
+        returns their ids and options."""
         with self.engine.begin() as conn:
             open_images = (
                 select(job_images.c.id)
@@ -326,9 +326,9 @@ class JobStore:
                 update(jobs)
                 .where(jobs.c.state == "running", jobs.c.listed.is_(True), ~open_images)
                 .values(state="succeeded", finished_at=func.now())
-                .returning(jobs.c.id)
+                .returning(jobs.c.id, jobs.c.options)
             ).all()
-            return [str(r.id) for r in rows]
+            return [(str(r.id), dict(r.options)) for r in rows]
 
     def queue_depth(self) -> int:
         """Images waiting or in progress in running jobs."""
