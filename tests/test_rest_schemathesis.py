@@ -21,9 +21,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve_app.api import build_rest_app
 from serve_app.config import Settings
-from serve_app.service.ports import LocalPipeline, LocalStorage
+from serve_app.service.jobs import JobService
+from serve_app.service.ports import JOB_QUEUE_METHODS, LocalPipeline, LocalStorage
 from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
+from serve_app.store.jobs import JobStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 EXAMPLES_PER_OPERATION = 12
@@ -31,11 +33,17 @@ EXAMPLES_PER_OPERATION = 12
 
 @pytest.fixture(scope="module")
 def fuzzed_schema(
-    postgres: EmbeddedPostgres, pack: DlibR29Pack, settings: Settings
+    postgres: EmbeddedPostgres, pack: DlibR29Pack, settings: Settings, tmp_path_factory: Any
 ) -> Iterator[Any]:
     store = Store.open(postgres.url)
+    # Album jobs too (recorded, not run: no coordinator here).
+    uploads = tmp_path_factory.mktemp("uploads")
+    jobs = JobService(LocalStorage(JobStore(store), JOB_QUEUE_METHODS), uploads, [uploads])
     services = Services.build(
-        LocalStorage(store), {pack.name: LocalPipeline(pack, settings.image_limits)}, pack.name
+        LocalStorage(store),
+        {pack.name: LocalPipeline(pack, settings.image_limits)},
+        pack.name,
+        jobs=jobs,
     )
     app = build_rest_app(services)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
