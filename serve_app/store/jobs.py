@@ -354,29 +354,49 @@ class JobStore:
         job's per-image timeout (`image_timeout_s`, else `timeout_s`) for each image taken.
         An image tried before is taken alone, so a hanging image charges only itself; one
         tried `max_attempts` times fails with reason `timeout` instead."""
+        claimable = or_(
+            job_images.c.state == "pending",
+            and_(job_images.c.state == "running", job_images.c.lease_until < func.now()),
+        )
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(job_images.c.id, job_images.c.job_id, job_images.c.attempts)
-                .select_from(job_images.join(jobs, job_images.c.job_id == jobs.c.id))
+            # The job first, then its rows in order: both walk job_images_job_state, so a
+            # claim costs the same with 50 or 50,000 images waiting.
+            job = conn.execute(
+                select(jobs)
                 .where(
                     jobs.c.state == "running",
-                    or_(
-                        job_images.c.state == "pending",
-                        and_(
-                            job_images.c.state == "running",
-                            job_images.c.lease_until < func.now(),
-                        ),
-                    ),
+                    select(job_images.c.id)
+                    .where(job_images.c.job_id == jobs.c.id, claimable)
+                    .exists(),
                 )
-                .order_by(jobs.c.created_at, job_images.c.id)
+                .order_by(jobs.c.created_at)
+                .limit(1)
+            ).first()
+            if job is None:
+                return []
+            # Expired leases (rare: a hung worker) before the pending images.
+            rows = conn.execute(
+                select(job_images.c.id, job_images.c.attempts)
+                .where(
+                    job_images.c.job_id == job.id,
+                    job_images.c.state == "running",
+                    job_images.c.lease_until < func.now(),
+                )
+                .order_by(job_images.c.id)
                 .limit(limit)
-                .with_for_update(of=job_images, skip_locked=True)
+                .with_for_update(skip_locked=True)
             ).all()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    select(job_images.c.id, job_images.c.attempts)
+                    .where(job_images.c.job_id == job.id, job_images.c.state == "pending")
+                    .order_by(job_images.c.id)
+                    .limit(limit - len(rows))
+                    .with_for_update(skip_locked=True)
+                ).all()
             if not rows:
                 return []
-            job = conn.execute(select(jobs).where(jobs.c.id == rows[0].job_id)).one()
             job_timeout = float(job.options.get("image_timeout_s") or timeout_s)
-            rows = [r for r in rows if r.job_id == job.id]
             exhausted = [r.id for r in rows if r.attempts >= max_attempts]
             if exhausted:
                 conn.execute(
