@@ -22,16 +22,30 @@ class Ingress:
         search: DeploymentHandle,
         settings: Settings,
         pack_name: str,
+        database_url: str | None = None,
     ) -> None:
+        from serve_app.service.access import AccessControl
+        from serve_app.store.security import SecurityStore
+
         cls = pack_class(pack_name)
         pipeline = RemotePipeline(
             detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
         )
         self.storage = RemoteStorage(search)
         self.services = Services.build(
-            self.storage, {pack_name: pipeline}, pack_name, store_images=settings.store_images
+            self.storage,
+            {pack_name: pipeline},
+            pack_name,
+            store_images=settings.store_images,
+            photo_key=settings.photo_key,  # a missing key stops the start, saying which
         )
         self.settings = settings
+        # Keys, rate buckets and the audit log: straight to PostgreSQL (a hop to Search would
+        # cost more than the 2 ms authentication may). Search has migrated the schema.
+        self.security = SecurityStore.open(database_url, migrated=True) if database_url else None
+        self.access = (
+            AccessControl.from_settings(settings, self.security) if self.security else None
+        )
 
     async def readiness(self) -> dict[str, bool]:
         try:
@@ -48,4 +62,5 @@ class Ingress:
             readiness=self.readiness,
             max_image_bytes=self.settings.max_image_bytes,
             rekognition=self.settings.rekognition,
+            access=self.access,
         )

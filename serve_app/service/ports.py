@@ -145,6 +145,8 @@ class Storage(Protocol):
 
     async def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray: ...
 
+    async def erase_person(self, collection_name: str, person_id: str) -> dict[str, int]: ...
+
 
 def _protocol_methods(protocol: type) -> frozenset[str]:
     return frozenset(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from serve_app.api.rest.auth import allow
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -45,6 +46,7 @@ BY_FACE = ReadBody(SearchPersonsByFaceRequest)
     response_model=PersonOut,
     responses=error_responses(404, 409, 413, 415),
     openapi_extra=CREATE.openapi,
+    dependencies=[allow("write")],
 )
 async def create_person(
     name: str, services: ServicesDep, body: Annotated[Parsed[CreatePersonRequest], Depends(CREATE)]
@@ -62,6 +64,7 @@ async def create_person(
     description="By person id, a page at a time.",
     response_model=PersonPage,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def list_persons(
     name: str,
@@ -82,6 +85,7 @@ async def list_persons(
     response_model=PersonSearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=BY_IMAGE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_persons_by_image(
     name: str,
@@ -99,6 +103,7 @@ async def search_persons_by_image(
     summary="Describe a person",
     response_model=PersonOut,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def describe_person(name: str, person_id: str, services: ServicesDep) -> PersonOut:
     return PersonOut.of(await services.persons.get_person(name, person_id))
@@ -111,6 +116,7 @@ async def describe_person(name: str, person_id: str, services: ServicesDep) -> P
     status_code=204,
     response_class=Response,
     responses=error_responses(404),
+    dependencies=[allow("write")],
 )
 async def delete_person(
     name: str,
@@ -133,6 +139,7 @@ async def delete_person(
     response_model=AssociationResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=ASSOCIATE.openapi,
+    dependencies=[allow("write")],
 )
 async def associate_faces(
     name: str,
@@ -153,6 +160,7 @@ async def associate_faces(
     response_model=AssociationResponse,
     responses=error_responses(404, 413, 415),
     openapi_extra=DISASSOCIATE.openapi,
+    dependencies=[allow("write")],
 )
 async def disassociate_faces(
     name: str,
@@ -174,6 +182,7 @@ async def disassociate_faces(
     response_model=PersonOut,
     responses=error_responses(404, 413, 415),
     openapi_extra=MERGE.openapi,
+    dependencies=[allow("write")],
 )
 async def merge_persons(
     name: str,
@@ -192,6 +201,7 @@ async def merge_persons(
     response_model=PersonSearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=BY_FACE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_persons_by_face(
     name: str,
