@@ -106,7 +106,8 @@ class AccessControl:
         if not enabled:
             log.warning(
                 "authentication is DISABLED (FACESERVE_AUTH=disabled): anyone who can reach "
-                "port %s may read and delete every face", settings.port
+                "port %s may read and delete every face",
+                settings.port,
             )
         elif not configured and not is_loopback(settings.host):
             if outages_as_unavailable(store.count_usable_keys) == 0:

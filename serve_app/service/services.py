@@ -35,6 +35,4 @@ class Services:
         `store_images`."""
         cipher = None if photo_key is None else PhotoCipher(photo_key)
         context = CollectionContext(storage, pipelines, default_pack, store_images, cipher)
-        return cls(
-            context, FaceService(context), PersonService(context), ErasureService(context)
-        )
+        return cls(context, FaceService(context), PersonService(context), ErasureService(context))

@@ -99,7 +99,8 @@ def prune(conn: Connection, retention_days: float) -> int:
     """Delete entries older than the retention; how many went."""
     result = conn.execute(
         audit_log.delete().where(
-            audit_log.c.at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, retention_days * 86400)
+            audit_log.c.at
+            < func.now() - func.make_interval(0, 0, 0, 0, 0, 0, retention_days * 86400)
         )
     )
     return int(result.rowcount or 0)

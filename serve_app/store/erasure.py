@@ -112,7 +112,13 @@ def erase(
         face_ids = [str(r.id) for r in rows]
         image_ids = sorted({str(r.image_id) for r in rows})
     target = ErasureTarget(
-        collection, t, index, person_id, None if row_id is None else str(row_id), face_ids, image_ids
+        collection,
+        t,
+        index,
+        person_id,
+        None if row_id is None else str(row_id),
+        face_ids,
+        image_ids,
     )
     counts = {name: step(conn, target) for name, step in ERASURE_STEPS}
     counts["vectors"] = counts["faces"]

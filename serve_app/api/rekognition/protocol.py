@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serve_app.api.body import BODY_SLACK, read_body
-from serve_app.api.rest.auth import AUDIT, AUDIT_ALWAYS, client_address
 from serve_app.api.rekognition import users  # noqa: F401  (registers the user operations)
 from serve_app.api.rekognition.errors import (
     CONTENT_TYPE,
@@ -32,6 +31,7 @@ from serve_app.api.rekognition.images import ImageLoader
 from serve_app.api.rekognition.operations import OPERATIONS, Context
 from serve_app.api.rekognition.sigv4 import SignedRequest, SigV4Verifier
 from serve_app.api.rekognition.validation import operation_model, validate_input
+from serve_app.api.rest.auth import AUDIT, AUDIT_ALWAYS, client_address
 from serve_app.config import RekognitionConfig
 from serve_app.errors import FaceserveError, Forbidden, Unauthenticated
 from serve_app.service.access import AccessControl, Principal

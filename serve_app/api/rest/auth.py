@@ -93,14 +93,25 @@ CallerDep = Annotated[Principal, Depends(_caller)]
 
 def requirement_of(route: Any) -> list[Requirement]:
     """The `allow(...)` declarations of a route (for the test that every route has one)."""
-    return [d.dependency for d in getattr(route, "dependencies", []) if isinstance(d.dependency, Requirement)]
+    found = [d.dependency for d in getattr(route, "dependencies", [])]
+    return [d for d in found if isinstance(d, Requirement)]
 
 
-def audit_note(request: Request, *, face_ids: Any = (), person_ids: Any = (), **detail: Any) -> None:
-    """Add what the operation touched to the request's audit entry (ids, counts)."""
+def audit_note(
+    request: Request,
+    *,
+    collection: str | None = None,
+    face_ids: Any = (),
+    person_ids: Any = (),
+    **detail: Any,
+) -> None:
+    """Add what the operation touched to the request's audit entry (collection named in the
+    body, ids, counts)."""
     entry: AuditEntry | None = getattr(request.state, AUDIT, None)
     if entry is None:
         return
+    if collection is not None:
+        entry.collection = collection
     entry.face_ids.extend(str(i) for i in face_ids)
     entry.person_ids.extend(str(i) for i in person_ids)
     entry.detail.update(detail)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
-from serve_app.api.rest.auth import CallerDep, allow
+from serve_app.api.rest.auth import CallerDep, allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -30,9 +30,12 @@ CREATE = ReadBody(CreateCollectionRequest)
     dependencies=[allow("admin", scoped=False)],
 )
 async def create_collection(
-    services: ServicesDep, body: Annotated[Parsed[CreateCollectionRequest], Depends(CREATE)]
+    request: Request,
+    services: ServicesDep,
+    body: Annotated[Parsed[CreateCollectionRequest], Depends(CREATE)],
 ) -> CollectionOut:
     f = body.fields
+    audit_note(request, collection=f.name)
     collection = await services.faces.create_collection(
         f.name,
         f.model_pack,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from serve_app.api.rest.auth import allow
+from serve_app.api.rest.auth import allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -49,9 +49,13 @@ BY_FACE = ReadBody(SearchPersonsByFaceRequest)
     dependencies=[allow("write")],
 )
 async def create_person(
-    name: str, services: ServicesDep, body: Annotated[Parsed[CreatePersonRequest], Depends(CREATE)]
+    name: str,
+    request: Request,
+    services: ServicesDep,
+    body: Annotated[Parsed[CreatePersonRequest], Depends(CREATE)],
 ) -> PersonOut:
     f = body.fields
+    audit_note(request, person_ids=[f.person_id])
     person = await services.persons.create_person(
         name, f.person_id, f.metadata, request_token=f.request_token
     )
@@ -144,6 +148,7 @@ async def delete_person(
 async def associate_faces(
     name: str,
     person_id: str,
+    request: Request,
     services: ServicesDep,
     body: Annotated[Parsed[AssociateFacesRequest], Depends(ASSOCIATE)],
 ) -> AssociationResponse:
@@ -151,6 +156,7 @@ async def associate_faces(
     result = await services.persons.associate_faces(
         name, person_id, f.face_ids, threshold=f.threshold, request_token=f.request_token
     )
+    audit_note(request, face_ids=f.face_ids)
     return AssociationResponse.of(result)
 
 
