@@ -114,7 +114,7 @@ def index(client: TestClient, name: str, image: bytes, **fields: Any) -> dict[st
     return r.json()
 
 
-# -- every route declares its role -------------------------------------------------------------
+# -- every route declares its role ----------------------------------------------------------------
 
 
 def test_every_v1_route_declares_exactly_one_role(app_client: TestClient) -> None:
@@ -137,7 +137,7 @@ def test_probes_docs_and_metrics_are_open_and_v1_needs_a_key(app_client: TestCli
     assert app_client.get("/v1/collections", headers={"X-API-Key": ADMIN}).status_code == 200
 
 
-# -- each role against each route --------------------------------------------------------------
+# -- each role against each route -----------------------------------------------------------------
 
 
 def _cases(client: TestClient, image: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -258,7 +258,7 @@ def test_an_expired_key_is_refused_within_a_second(
     assert "expired" in app_client.get("/v1/collections", headers=h).json()["error"]["message"]
 
 
-# -- rate limits -----------------------------------------------------------------------------------
+# -- rate limits ----------------------------------------------------------------------------------
 
 
 def test_rate_limits_are_shared_by_two_replicas_and_recover(
@@ -281,7 +281,7 @@ def test_rate_limits_are_shared_by_two_replicas_and_recover(
         assert anonymous[:2] == [401, 401] and 429 in anonymous[2:], anonymous
 
 
-# -- audit -------------------------------------------------------------------------------------------
+# -- audit ----------------------------------------------------------------------------------------
 
 
 def test_the_audit_log_records_a_workflow_and_never_a_secret(
@@ -328,7 +328,7 @@ def test_the_audit_log_records_a_workflow_and_never_a_secret(
     assert len(dump) / max(1, len(entries)) < 20_000  # no image bytes, no embeddings
 
 
-# -- erasure ---------------------------------------------------------------------------------------
+# -- erasure --------------------------------------------------------------------------------------
 
 
 def _traces(database_url: str, needles: list[str]) -> list[str]:
@@ -416,18 +416,18 @@ def test_stored_photos_are_sealed_with_aes_gcm(
 
 def test_storing_photos_without_a_key_is_a_clear_error_at_start(tmp_path: Any) -> None:
     with pytest.raises(InvalidParameter, match="FACESERVE_IMAGE_KEY"):
-        Settings(store_images=True).photo_key
+        _ = Settings(store_images=True).photo_key
     key_file = tmp_path / "photo.key"
     key_file.write_text("c2hvcnQ=")  # "short"
     with pytest.raises(InvalidParameter, match="32 bytes"):
-        Settings(store_images=True, image_key_file=key_file).photo_key
+        _ = Settings(store_images=True, image_key_file=key_file).photo_key
     import base64
 
     key_file.write_text(base64.b64encode(PHOTO_KEY).decode())
     assert Settings(store_images=True, image_key_file=key_file).photo_key == PHOTO_KEY
 
 
-# -- hardening --------------------------------------------------------------------------------------
+# -- hardening ------------------------------------------------------------------------------------
 
 INJECTIONS = [
     "x'; DROP TABLE faceserve.collections; --",
@@ -480,7 +480,7 @@ def test_sql_injection_in_every_path_parameter_is_refused_and_changes_nothing(
     assert state() == before
 
 
-# -- secure by default ---------------------------------------------------------------------------
+# -- secure by default ----------------------------------------------------------------------------
 
 
 def test_beyond_loopback_without_a_key_the_service_refuses_to_start(

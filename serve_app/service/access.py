@@ -109,13 +109,16 @@ class AccessControl:
                 "port %s may read and delete every face",
                 settings.port,
             )
-        elif not configured and not is_loopback(settings.host):
-            if outages_as_unavailable(store.count_usable_keys) == 0:
-                raise InvalidParameter(
-                    f"refusing to serve on {settings.host} without an API key: set "
-                    "FACESERVE_ADMIN_KEY, create one with `faceserve keys create --role "
-                    "admin`, or set FACESERVE_AUTH=disabled explicitly"
-                )
+        elif (
+            not configured
+            and not is_loopback(settings.host)
+            and outages_as_unavailable(store.count_usable_keys) == 0
+        ):
+            raise InvalidParameter(
+                f"refusing to serve on {settings.host} without an API key: set "
+                "FACESERVE_ADMIN_KEY, create one with `faceserve keys create --role "
+                "admin`, or set FACESERVE_AUTH=disabled explicitly"
+            )
         return cls(
             store,
             enabled=enabled,
