@@ -504,3 +504,23 @@ def test_beyond_loopback_without_a_key_the_service_refuses_to_start(
         assert AccessControl.from_settings(Settings(host="0.0.0.0"), security).enabled
     finally:
         security.close()
+
+
+def test_the_keys_cli_creates_lists_and_revokes_against_the_database(
+    postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from serve_app.cli import main
+
+    monkeypatch.setenv("FACESERVE_DATABASE_URL", postgres.fresh_database("security_cli"))
+    assert main(["keys", "create", "--role", "write", "--collection", "album", "--expires", "7"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["role"] == "write" and made["collections"] == ["album"]
+    assert made["expires_at"] and len(made["secret"]) >= 61
+    assert main(["keys", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["key_id"] for k in listed] == [made["key_id"]]
+    assert made["secret"] not in json.dumps(listed)
+    assert main(["keys", "revoke", made["key_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked_at"]
+    assert main(["keys", "revoke", "fsk_0000000000000000"]) == 2  # unknown: a clear error
+    assert main(["keys", "create", "--role", "read", "--collection", "bad name!"]) == 2
