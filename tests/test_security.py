@@ -512,7 +512,9 @@ def test_the_keys_cli_creates_lists_and_revokes_against_the_database(
     from serve_app.cli import main
 
     monkeypatch.setenv("FACESERVE_DATABASE_URL", postgres.fresh_database("security_cli"))
-    assert main(["keys", "create", "--role", "write", "--collection", "album", "--expires", "7"]) == 0
+    assert (
+        main(["keys", "create", "--role", "write", "--collection", "album", "--expires", "7"]) == 0
+    )
     made = json.loads(capsys.readouterr().out)
     assert made["role"] == "write" and made["collections"] == ["album"]
     assert made["expires_at"] and len(made["secret"]) >= 61

@@ -63,9 +63,7 @@ def test_a_scoped_key_sees_only_its_collections_through_boto3(
     assert other in rekognition.list_collections()["CollectionIds"]  # untouched
 
 
-def test_a_revoked_key_is_refused_within_a_second(
-    endpoint: str, security: SecurityStore
-) -> None:
+def test_a_revoked_key_is_refused_within_a_second(endpoint: str, security: SecurityStore) -> None:
     record, secret = security.create_key("read", None, None)
     client = make_client(endpoint, record.key_id, secret)
     client.list_collections()

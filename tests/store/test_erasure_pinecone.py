@@ -49,12 +49,17 @@ def test_erasure_removes_the_persons_vectors_from_pinecone_sent_and_pending(
     pc_store.associate_faces(name, "gone", ids[:2], -1.0, 100)
     # One more face of theirs whose vector has not reached Pinecone yet (pending).
     with pinecone.refuse_data_plane():
-        pending = pc_store.add_faces(name, NewImage("late", 10, 10, None), [new_face(unit_vectors(rng, 1)[0])])
+        pending = pc_store.add_faces(
+            name, NewImage("late", 10, 10, None), [new_face(unit_vectors(rng, 1)[0])]
+        )
     pc_store.associate_faces(name, "gone", [pending[0].face_id], -1.0, 100)
     erased_ids = [*ids[:2], pending[0].face_id]
 
     receipt = pc_store.erase_person(name, "gone")
     assert receipt["faces"] == receipt["vectors"] == 3 and receipt["persons"] == 1
+    # Pinecone refused a moment ago, so the store waits out a cool-down before pushing again:
+    # the deletes are queued in PostgreSQL, and the periodic pass (here: now) sends them.
+    pc_store.repair_all()
     assert set(pinecone.vectors(index_name)) == set(ids[2:])
     with pc_store.engine.connect() as conn:
         tables = conn.execute(
