@@ -181,6 +181,13 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     return run(options)
 
 
+def _audit_key_change(store: Any, operation: str, **detail: Any) -> None:
+    """Key changes from the command line are in the audit log too (client `cli`)."""
+    from serve_app.store.audit import AuditEntry
+
+    store.append_audit([AuditEntry(f"cli:{operation}", client="cli", status=0, detail=detail)])
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     """`faceserve keys create|list|revoke`, against the service's database."""
     from serve_app.store import EmbeddedPostgres
@@ -199,12 +206,15 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.keys_command == "create":
             record, secret = store.create_key(args.role, args.collection or None, args.expires)
+            _audit_key_change(store, "create_key", made_key=record.key_id, role=record.role)
             _print_json({**record.to_json(), "secret": secret})
             print("the secret is shown this once; keep it safe.", file=sys.stderr)
         elif args.keys_command == "list":
             _print_json([k.to_json() for k in store.list_keys()])
         else:
-            _print_json(store.revoke_key(args.key_id).to_json())
+            revoked = store.revoke_key(args.key_id)
+            _audit_key_change(store, "revoke_key", revoked_key=revoked.key_id)
+            _print_json(revoked.to_json())
     finally:
         store.close()
         if server is not None:

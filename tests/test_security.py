@@ -9,6 +9,7 @@ key cache and connection pool), as two Ingress replicas would be.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 import warnings
@@ -319,7 +320,8 @@ def test_the_audit_log_records_a_workflow_and_never_a_secret(
     ).json()
     assert nxt["entries"][0]["id"] > by_key["entries"][-1]["id"]
     keys_made = app_client.get("/v1/audit?operation=create_key", headers=ADMIN_H).json()
-    assert keys_made["entries"], "key creation is audited"
+    made = [e["detail"].get("made_key") for e in keys_made["entries"]]
+    assert key["key_id"] in made, "key creation is audited, naming the key"
     engine = create_engine(database_url)
     with engine.connect() as conn:
         dump = " ".join(str(r) for r in conn.execute(text("SELECT * FROM faceserve.audit_log")))
@@ -525,4 +527,9 @@ def test_the_keys_cli_creates_lists_and_revokes_against_the_database(
     assert main(["keys", "revoke", made["key_id"]]) == 0
     assert json.loads(capsys.readouterr().out)["revoked_at"]
     assert main(["keys", "revoke", "fsk_0000000000000000"]) == 2  # unknown: a clear error
+    security = SecurityStore.open(os.environ["FACESERVE_DATABASE_URL"], migrated=True)
+    entries, _ = security.audit_page(limit=10)
+    security.close()
+    assert [e["operation"] for e in entries] == ["cli:create_key", "cli:revoke_key"]
+    assert made["secret"] not in json.dumps(entries)
     assert main(["keys", "create", "--role", "read", "--collection", "bad name!"]) == 2

@@ -40,6 +40,15 @@ def test_a_stored_key_signs_with_sigv4_and_its_role_is_enforced(
     with pytest.raises(ClientError) as caught:
         make_client(endpoint, reader.key_id, "wrong" * 13).list_collections()
     assert error_code(caught) == "InvalidSignatureException"
+    # The audit log has the Rekognition calls too (written within 50 ms of the answers).
+    time.sleep(0.3)
+    entries, _ = security.audit_page(collection=name, limit=100)
+    got = [(e["operation"], e["key_id"], e["status"]) for e in entries]
+    assert ("rekognition:IndexFaces", writer.key_id, 200) in got, got
+    assert ("rekognition:DeleteCollection", writer.key_id, 400) in got, got  # refused
+    assert ("rekognition:IndexFaces", reader.key_id, 400) in got, got
+    face_id = indexed["FaceRecords"][0]["Face"]["FaceId"]
+    assert any(face_id in e["face_ids"] for e in entries)
 
 
 def test_a_scoped_key_sees_only_its_collections_through_boto3(

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from serve_app.api.rest.auth import allow
+from serve_app.api.rest.auth import allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.errors import error_responses
 from serve_app.api.rest.models_security import CreatedKey, CreateKeyRequest, KeyList, KeyOut
+from serve_app.errors import NotFound
 from serve_app.service.access import AccessControl
 
 router = APIRouter(tags=["keys"])
@@ -20,8 +21,6 @@ ADMIN = [allow("admin", scoped=False)]
 def _access(request: Request) -> AccessControl:
     access: AccessControl | None = request.app.state.access
     if access is None or access.store is None:
-        from serve_app.errors import NotFound
-
         raise NotFound("this service keeps no keys (authentication is not configured)")
     return access
 
@@ -40,10 +39,13 @@ AccessDep = Annotated[AccessControl, Depends(_access)]
     dependencies=ADMIN,
 )
 async def create_key(
-    access: AccessDep, body: Annotated[Parsed[CreateKeyRequest], Depends(CREATE)]
+    request: Request,
+    access: AccessDep,
+    body: Annotated[Parsed[CreateKeyRequest], Depends(CREATE)],
 ) -> CreatedKey:
     f = body.fields
     record, secret = await access.create_key(f.role, f.collections, f.expires_in_days)
+    audit_note(request, made_key=record.key_id, role=record.role)  # never the secret
     return CreatedKey(**KeyOut.of(record).model_dump(), secret=secret)
 
 
@@ -67,6 +69,7 @@ async def list_keys(access: AccessDep) -> KeyList:
     responses=error_responses(404),
     dependencies=ADMIN,
 )
-async def revoke_key(key_id: str, access: AccessDep) -> Response:
+async def revoke_key(key_id: str, request: Request, access: AccessDep) -> Response:
+    audit_note(request, revoked_key=key_id[:40])
     await access.revoke_key(key_id)
     return Response(status_code=204)
