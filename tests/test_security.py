@@ -142,36 +142,49 @@ def test_probes_docs_and_metrics_are_open_and_v1_needs_a_key(app_client: TestCli
 
 
 def _cases(client: TestClient, image: bytes) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(least role, method, url, request kwargs), each on fresh resources so an allowed call
-    succeeds."""
+    """(least role, method, url, request kwargs) for every /v1 route, each on fresh
+    resources so that an allowed call succeeds."""
     name = collection(client, "roles")
-    face_ids = [f["face_id"] for f in index(client, name, image)["indexed"]]
-    person = f"p-{uuid.uuid4().hex[:6]}"
-    assert (
-        client.post(
+    f0, f1, f2 = (index(client, name, image)["indexed"][0]["face_id"] for _ in range(3))
+    persons = {p: f"{p}-{uuid.uuid4().hex[:6]}" for p in "ABCDEP"}
+    for person in persons.values():
+        r = client.post(
             f"/v1/collections/{name}/persons", json={"person_id": person}, headers=ADMIN_H
-        ).status_code
-        == 201
-    )
+        )
+        assert r.status_code == 201, r.text
+    a, b, c, d, e, p = persons.values()
+    base = f"/v1/collections/{name}/persons"
+    r = client.post(f"{base}/{a}/faces", json={"face_ids": [f1], "threshold": 0}, headers=ADMIN_H)
+    assert r.status_code == 200, r.text
     img = {"files": {"image": ("i.jpg", image)}}
+    pair = {"files": {"source": ("s.jpg", image), "target": ("t.jpg", image)}}
     doomed = collection(client, "doomed")
+    revoked = new_key(client, "read")["key_id"]
     return [
         ("read", "GET", "/v1/collections", {}),
         ("read", "GET", f"/v1/collections/{name}", {}),
         ("read", "GET", f"/v1/collections/{name}/faces", {}),
-        ("read", "GET", f"/v1/collections/{name}/persons", {}),
-        ("read", "GET", f"/v1/collections/{name}/persons/{person}", {}),
+        ("read", "GET", base, {}),
+        ("read", "GET", f"{base}/{a}", {}),
         ("read", "POST", "/v1/detect", img),
+        ("read", "POST", "/v1/compare", pair),
         ("read", "POST", f"/v1/collections/{name}/search", img),
-        ("read", "POST", f"/v1/collections/{name}/faces/{face_ids[0]}/search", {"json": {}}),
+        ("read", "POST", f"/v1/collections/{name}/faces/{f0}/search", {"json": {}}),
+        ("read", "POST", f"{base}/search", img),
+        ("read", "POST", f"/v1/collections/{name}/faces/{f0}/persons/search", {"json": {}}),
         ("write", "POST", f"/v1/collections/{name}/faces", img),
-        ("write", "DELETE", f"/v1/collections/{name}/faces/{face_ids[0]}", {}),
-        ("write", "POST", f"/v1/collections/{name}/persons", {"json": {"person_id": "new"}}),
-        ("write", "POST", f"/v1/collections/{name}/persons/{person}/erase", {}),
+        ("write", "DELETE", f"/v1/collections/{name}/faces/{f0}", {}),
+        ("write", "POST", base, {"json": {"person_id": f"new-{uuid.uuid4().hex[:6]}"}}),
+        ("write", "POST", f"{base}/{b}/faces", {"json": {"face_ids": [f2], "threshold": 0}}),
+        ("write", "DELETE", f"{base}/{a}/faces", {"json": {"face_ids": [f1]}}),
+        ("write", "POST", f"{base}/{c}/merge", {"json": {"other_person_id": d}}),
+        ("write", "DELETE", f"{base}/{e}", {}),
+        ("write", "POST", f"{base}/{p}/erase", {}),
         ("admin", "POST", "/v1/collections", {"json": {"name": f"made-{uuid.uuid4().hex[:6]}"}}),
         ("admin", "DELETE", f"/v1/collections/{doomed}", {}),
         ("admin", "GET", "/v1/keys", {}),
         ("admin", "POST", "/v1/keys", {"json": {"role": "read"}}),
+        ("admin", "DELETE", f"/v1/keys/{revoked}", {}),
         ("admin", "GET", "/v1/audit", {}),
     ]
 

@@ -89,6 +89,8 @@ class RekognitionEndpoint:
         self.verifier: SigV4Verifier | None = None
         if self.access is not None:
             self.verifier = SigV4Verifier({})
+        elif access is not None:
+            pass  # FACESERVE_AUTH=disabled: both surfaces open (AccessControl logged it)
         elif config.auth == "disabled":
             logger.warning(
                 "Rekognition API: SigV4 verification is DISABLED (FACESERVE_AWS_AUTH=disabled); "
