@@ -546,3 +546,22 @@ def test_the_keys_cli_creates_lists_and_revokes_against_the_database(
     assert [e["operation"] for e in entries] == ["cli:create_key", "cli:revoke_key"]
     assert made["secret"] not in json.dumps(entries)
     assert main(["keys", "create", "--role", "read", "--collection", "bad name!"]) == 2
+
+
+def test_auth_disabled_opens_both_surfaces(services: Services) -> None:
+    from serve_app.config import RekognitionConfig
+
+    app = build_rest_app(
+        services, rekognition=RekognitionConfig(), access=AccessControl(None, enabled=False)
+    )
+    with TestClient(app) as client:
+        assert client.get("/v1/collections").status_code == 200
+        r = client.post(
+            "/",
+            content=b"{}",
+            headers={
+                "X-Amz-Target": "RekognitionService.ListCollections",
+                "Content-Type": "application/x-amz-json-1.1",
+            },
+        )
+        assert r.status_code == 200 and "CollectionIds" in r.json()
