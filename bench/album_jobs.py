@@ -38,6 +38,8 @@ from serve_app.config import Settings
 from serve_app.server import start_local, stop_local
 from serve_app.store import EmbeddedPostgres
 
+ADMIN_KEY = "bench-admin-" + "b" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TITLE = "Album indexing jobs (10,000 photos through the job API)"
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -109,6 +111,7 @@ def run(album: Path, count: int, http_count: int, model_dir: Path) -> list[str]:
         database_url=url,
         port=port,
         job_folder_roots=str(album.parent),
+        admin_key=ADMIN_KEY,
     )
     memory = MemorySampler()
     memory.start()
@@ -116,7 +119,7 @@ def run(album: Path, count: int, http_count: int, model_dir: Path) -> list[str]:
         print("album jobs: starting the service …", file=sys.stderr, flush=True)
         start_local(settings, SERVE_CONFIG, num_cpus=2)
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=300) as client:
+        with httpx.Client(base_url=base, timeout=300, headers=AUTH) as client:
             print(f"album jobs: {http_count} photos one per request …", file=sys.stderr)
             http_rate, http_faces = http_baseline(client, paths[:http_count])
             client.post("/v1/collections", json={"name": "album"}).raise_for_status()
@@ -133,7 +136,7 @@ def run(album: Path, count: int, http_count: int, model_dir: Path) -> list[str]:
             stop_search = threading.Event()
 
             def search_loop() -> None:
-                with httpx.Client(base_url=base, timeout=60) as searcher:
+                with httpx.Client(base_url=base, timeout=60, headers=AUTH) as searcher:
                     while not stop_search.is_set():
                         tick = time.monotonic()
                         res = searcher.post(

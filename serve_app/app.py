@@ -74,6 +74,8 @@ def build_app(args: dict[str, Any] | None = None, config_path: Path | None = Non
         model_key = f"{cls.name}:{cls.version}:{path.name}"
         ray.get(model_store().put.remote(model_key, str(path)))
     database_url = settings.database_url or embedded_database_url(settings.data_dir)
+    settings.photo_key  # noqa: B018 - storing photos without their key stops here, saying so
+    _first_admin_key(settings, database_url)
 
     options = deployment_options(config_path)
 
@@ -84,4 +86,28 @@ def build_app(args: dict[str, Any] | None = None, config_path: Path | None = Non
     embedder = configured(Embedder).bind(settings, cls.name, model_key)
     search = configured(Search).bind(database_url, settings)
     jobs = configured(Jobs).bind(database_url, settings, cls.name, model_key)
-    return configured(Ingress).bind(detector, embedder, search, settings, cls.name, jobs)
+    return configured(Ingress).bind(
+        detector, embedder, search, settings, cls.name, database_url, jobs
+    )
+
+
+def _first_admin_key(settings: Settings, database_url: str) -> None:
+    """Secure by default: on loopback with no key anywhere, make an admin key and print it
+    once (the terminal of `faceserve serve`); beyond loopback, the Ingress refuses to start."""
+    from serve_app.service.access import bootstrap_admin_key
+    from serve_app.store.security import SecurityStore
+
+    store = SecurityStore.open(database_url)  # migrates the control schema first
+    try:
+        made = bootstrap_admin_key(settings, store)
+    finally:
+        store.close()
+    if made is not None:
+        key_id, secret = made
+        print(
+            f"faceserve: no API key yet, so one admin key was made ({key_id}); it is shown "
+            f"this once:\n\n    export FACESERVE_KEY={secret}\n\n"
+            'then: curl -H "Authorization: Bearer $FACESERVE_KEY" '
+            f"http://{settings.host}:{settings.port}/v1/collections",
+            flush=True,
+        )

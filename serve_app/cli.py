@@ -181,6 +181,47 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
     return run(options)
 
 
+def _audit_key_change(store: Any, operation: str, **detail: Any) -> None:
+    """Key changes from the command line are in the audit log too (client `cli`)."""
+    from serve_app.store.audit import AuditEntry
+
+    store.append_audit([AuditEntry(f"cli:{operation}", client="cli", status=0, detail=detail)])
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """`faceserve keys create|list|revoke`, against the service's database."""
+    from serve_app.store import EmbeddedPostgres
+    from serve_app.store.security import SecurityStore
+
+    server = None
+    url = settings.database_url
+    if not url:  # the embedded database: the running service's, or started for this command
+        server = EmbeddedPostgres(settings.data_dir)
+        url = server.attach()
+        if url is None:
+            url = server.start()
+        else:
+            server = None  # someone else's: not ours to stop
+    store = SecurityStore.open(url)
+    try:
+        if args.keys_command == "create":
+            record, secret = store.create_key(args.role, args.collection or None, args.expires)
+            _audit_key_change(store, "create_key", made_key=record.key_id, role=record.role)
+            _print_json({**record.to_json(), "secret": secret})
+            print("the secret is shown this once; keep it safe.", file=sys.stderr)
+        elif args.keys_command == "list":
+            _print_json([k.to_json() for k in store.list_keys()])
+        else:
+            revoked = store.revoke_key(args.key_id)
+            _audit_key_change(store, "revoke_key", revoked_key=revoked.key_id)
+            _print_json(revoked.to_json())
+    finally:
+        store.close()
+        if server is not None:
+            server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faceserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="at most N same and N different pairs per fold")
     e.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("keys", help="create, list or revoke API keys (in the database)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+    k = ksub.add_parser("create", help="a new key; its secret is printed once")
+    k.add_argument("--role", required=True, choices=["read", "write", "admin"])
+    k.add_argument(
+        "--collection", action="append", metavar="NAME", help="only this collection (repeatable)"
+    )
+    k.add_argument("--expires", type=int, metavar="DAYS", help="refused after DAYS days")
+    ksub.add_parser("list", help="every key (never a secret)")
+    k = ksub.add_parser("revoke", help="refuse a key from now on")
+    k.add_argument("key_id")
+    p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("serve", help="start the HTTP service (Ray Serve + PostgreSQL)")
     p.add_argument("--port", type=int, help="HTTP port (default: FACESERVE_PORT or 8000)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import mimetypes
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from serve_app.config import Settings
 from serve_app.errors import FaceserveError, InvalidParameter
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+KEY_HELP = "the API key's secret (default: $FACESERVE_KEY)"
 FINAL = ("succeeded", "failed", "cancelled")
 SHOWN_FAILURES = 20
 
@@ -38,14 +40,15 @@ class ApiError(FaceserveError):
 class Client:
     """The few REST calls the CLI makes, with the standard library only."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, key: str | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._auth = {"authorization": f"Bearer {key}"} if key else {}
 
     def request(
         self, method: str, path: str, body: bytes | None = None, content_type: str = ""
     ) -> Any:
-        headers = {"content-type": content_type} if content_type else {}
+        headers = {**self._auth, **({"content-type": content_type} if content_type else {})}
         req = urllib.request.Request(self.url + path, body, headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as response:
@@ -92,6 +95,7 @@ class Client:
             self.url + path,
             chunks(),  # type: ignore[arg-type]
             {
+                **self._auth,
                 "content-type": f"multipart/form-data; boundary={boundary}",
                 "content-length": str(size),
             },
@@ -106,7 +110,7 @@ class Client:
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job's progress stream (server-sent events), one job per event."""
-        req = urllib.request.Request(f"{self.url}/v1/jobs/{job_id}/events")
+        req = urllib.request.Request(f"{self.url}/v1/jobs/{job_id}/events", headers=self._auth)
         with urllib.request.urlopen(req, timeout=None) as response:
             data = []
             for raw in response:
@@ -190,7 +194,7 @@ def _report(job: dict[str, Any], failures: list[dict[str, Any]]) -> int:
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if args.local:
         return _index_local(args, settings)
-    client = Client(args.url)
+    client = Client(args.url, args.key)
     source, archive = _source_and_archive(args.source)
     name = urllib.parse.quote(args.collection, safe="")
     try:
@@ -316,7 +320,7 @@ def _index_local(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    client = Client(args.url)
+    client = Client(args.url, args.key)
     if args.jobs_command == "list":
         query = urllib.parse.urlencode(
             {k: v for k, v in (("collection", args.collection), ("state", args.state)) if v}
@@ -356,6 +360,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--collection", required=True)
     p.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
     p.add_argument("--local", action="store_true", help="run the job in this process instead")
+    p.add_argument("--key", default=os.environ.get("FACESERVE_KEY"), help=KEY_HELP)
     p.add_argument("--max-faces", type=int)
     p.add_argument("--quality-filter")
     p.add_argument("--skip-existing", choices=["hash", "external_image_id", "none"], default="hash")
@@ -365,6 +370,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("jobs", help="list, show, pause, resume or cancel album jobs")
     p.add_argument("--url", default=DEFAULT_URL)
+    p.add_argument("--key", default=os.environ.get("FACESERVE_KEY"), help=KEY_HELP)
     jsub = p.add_subparsers(dest="jobs_command", required=True)
     j = jsub.add_parser("list")
     j.add_argument("--collection")

@@ -147,6 +147,26 @@ class Settings(BaseSettings):
     aws_keys: str = Field(default="", repr=False)  # secrets: never in a repr or log
     aws_keys_file: Path | None = None
     aws_auth: str = "sigv4"
+    # REST and Rekognition authentication: "enabled" (API keys, the default) or "disabled"
+    # (logged as a warning: anyone who reaches the port may do anything; development only).
+    auth: Literal["enabled", "disabled"] = "enabled"
+    # A first admin key's secret, given at start (like a master key; never logged). Its key id
+    # is `admin` (for SigV4). Keys made with `faceserve keys create` live in the database.
+    admin_key: str = Field(default="", repr=False)
+    # Whether /metrics answers without a key (Prometheus scrapers); false: it needs `read`.
+    metrics_public: bool = True
+    # Requests a second per key, by role, and per client address for requests without a key
+    # ("anonymous"); a bucket holds `rate_limit_burst_s` seconds of them. 0: unlimited.
+    rate_limits: dict[str, float] = Field(
+        default_factory=lambda: {"admin": 200.0, "write": 100.0, "read": 100.0, "anonymous": 20.0}
+    )
+    rate_limit_burst_s: float = 2.0
+    # Audit log entries older than this are deleted (checked hourly by each Ingress).
+    audit_retention_days: float = 365.0
+    # AES-256-GCM key for stored photos (FACESERVE_STORE_IMAGES): 32 bytes, base64, here or in
+    # a file. Storing photos without one is refused at start.
+    image_key: str = Field(default="", repr=False)  # secret: never in a repr or log
+    image_key_file: Path | None = None
     # Where S3Object images are fetched from (empty: AWS's own endpoint for aws_region).
     s3_endpoint_url: str = ""
     aws_region: str = "us-east-1"
@@ -225,7 +245,16 @@ class Settings(BaseSettings):
         except ValidationError as err:
             raise InvalidSetting(_describe(err, values)) from None
 
-    @field_validator("data_dir", "model_dir", "aws_keys_file", mode="after")
+    @property
+    def photo_key(self) -> bytes | None:
+        """The stored-photo key (32 bytes) when photos are stored; InvalidSetting if missing."""
+        if not self.store_images:
+            return None
+        from serve_app.store.photo_cipher import load_photo_key
+
+        return load_photo_key(self.image_key, self.image_key_file)
+
+    @field_validator("data_dir", "model_dir", "aws_keys_file", "image_key_file", mode="after")
     @classmethod
     def _expand_home(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()

@@ -80,3 +80,28 @@ class DatabaseUnavailable(FaceserveError):
 
     code = "database_unavailable"
     http_status = 503
+
+
+class Unauthenticated(FaceserveError):
+    """No API key, or one that is unknown, revoked or expired."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(FaceserveError):
+    """A valid key whose role may not do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class RateLimited(FaceserveError):
+    """The key (or client address) spent its token bucket; retry after `retry_after` s."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))

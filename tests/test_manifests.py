@@ -41,6 +41,8 @@ from tests.kube_manifests import (
 
 DATABASE_SECRET = ("FACESERVE_DATABASE_URL", "faceserve-postgres", "url", False)
 PINECONE_SECRET = ("FACESERVE_PINECONE_API_KEY", "faceserve-pinecone", "api-key", True)
+# The Ray pods only: the service's first admin key (the operator needs none).
+ADMIN_KEY_SECRET = ("FACESERVE_ADMIN_KEY", "faceserve-admin-key", "secret", True)
 
 
 def sync_script():
@@ -212,7 +214,7 @@ def test_operator_and_every_ray_container_read_the_same_secrets():
     assert expected == {DATABASE_SECRET, PINECONE_SECRET}
     for group, template in ray_pod_templates(rayservice()).items():
         ray_container = template["spec"]["containers"][0]
-        assert secret_env(ray_container) == expected, group
+        assert secret_env(ray_container) == expected | {ADMIN_KEY_SECRET}, group
 
 
 def test_secret_example_defines_what_the_manifests_reference():
@@ -221,7 +223,8 @@ def test_secret_example_defines_what_the_manifests_reference():
         for doc in load_docs(EXAMPLES / "secrets.example.yaml")
         for key in doc["stringData"]
     }
-    referenced = {(name, key) for _, name, key, _ in (DATABASE_SECRET, PINECONE_SECRET)}
+    secrets = (DATABASE_SECRET, PINECONE_SECRET, ADMIN_KEY_SECRET)
+    referenced = {(name, key) for _, name, key, _ in secrets}
     assert defined == referenced
     for doc in load_docs(EXAMPLES / "secrets.example.yaml"):
         assert doc["metadata"]["namespace"] == kustomization()["namespace"]

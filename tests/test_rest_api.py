@@ -31,10 +31,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_app.api import build_rest_app
 from serve_app.config import ImageLimits, Settings
 from serve_app.service import thresholds
+from serve_app.service.access import AccessControl, configured_keys
 from serve_app.service.faces import FaceService
 from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
+from serve_app.store.security import SecurityStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 from .test_image import encode, noisy_jpeg, quadrants, raw_png
@@ -72,10 +74,23 @@ def service(database_url: str, pack: DlibR29Pack, settings: Settings) -> Iterato
     store.close()
 
 
+# Auth on, as deployed: every request carries the admin key (tests/test_security.py covers
+# the other roles, scopes and refusals).
+ADMIN_KEY = "rest-tests-admin-" + "k" * 24
+
+
 @pytest.fixture(scope="module")
-def client(service: Services) -> Iterator[TestClient]:
-    with TestClient(build_rest_app(service)) as client:
+def client(service: Services, database_url: str) -> Iterator[TestClient]:
+    security = SecurityStore.open(database_url)
+    access = AccessControl(
+        security,
+        configured=configured_keys(ADMIN_KEY, {}),
+        rate_limits={"admin": 0, "anonymous": 0},  # unlimited: the fuzz loop is fast
+    )
+    app = build_rest_app(service, access=access)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client
+    security.close()
 
 
 @pytest.fixture(scope="module")
@@ -897,10 +912,14 @@ def test_openapi_describes_every_route(client: TestClient, document: dict) -> No
             assert "HTTPValidationError" not in json.dumps(operation), (path, method)
             declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert declared == set(re.findall(r"\{(\w+)\}", path)), (path, method)
-            actions = ("/pause", "/resume", "/cancel")  # a job's state changes take no body
+            # A job's state changes and a person's erasure are actions named by their path.
+            actions = ("/pause", "/resume", "/cancel", "/erase")
             if method == "post" and path.startswith("/v1/") and not path.endswith(actions):
                 assert "application/json" in operation["requestBody"]["content"]
+            if path.startswith("/v1/"):
                 assert "400" in operation["responses"] and "500" in operation["responses"]
+                assert {"401", "403", "429"} <= set(operation["responses"]), (path, method)
+                assert operation["security"], (path, method)
     # The limits are the service's, stated once and seen in the document.
     index = document["paths"]["/v1/collections/{name}/faces"]["post"]
     max_faces = index["requestBody"]["content"]["application/json"]["schema"]["properties"]

@@ -21,14 +21,19 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve_app.api import build_rest_app
 from serve_app.config import Settings
+from serve_app.service.access import AccessControl, configured_keys
 from serve_app.service.jobs import JobService
 from serve_app.service.ports import JOB_QUEUE_METHODS, LocalPipeline, LocalStorage
 from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.store.jobs import JobStore
+from serve_app.store.security import SecurityStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 EXAMPLES_PER_OPERATION = 12
+# Auth on, as deployed: the fuzzer sends the admin key (and must still find no 5xx).
+ADMIN_KEY = "fuzz-admin-" + "f" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,13 @@ def fuzzed_schema(
         pack.name,
         jobs=jobs,
     )
-    app = build_rest_app(services)
+    security = SecurityStore.open(postgres.url)
+    access = AccessControl(
+        security, configured=configured_keys(ADMIN_KEY, {}), rate_limits={"admin": 0}
+    )
+    app = build_rest_app(services, access=access)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    security.close()
     store.close()
 
 
@@ -73,7 +83,7 @@ def test_every_response_is_declared_and_never_a_server_error(
         def check(case: Any) -> None:
             # A schema-valid image field is any string or file, rarely a decodable photo: its
             # 400 invalid_image is right, so "valid data must be accepted" cannot apply.
-            case.call_and_validate(excluded_checks=[positive_data_acceptance])
+            case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
 
         try:
             check()

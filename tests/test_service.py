@@ -13,6 +13,7 @@ from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.quality_filter import Reason
 from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
+from serve_app.store.photo_cipher import PhotoCipher
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 
@@ -24,9 +25,15 @@ def store(postgres: EmbeddedPostgres) -> Iterator[Store]:
     opened.close()
 
 
+PHOTO_KEY = bytes(32)
+
+
 def _service(store: Store, pack: DlibR29Pack, store_images: bool) -> Services:
     pipelines = {pack.name: LocalPipeline(pack)}
-    return Services.build(LocalStorage(store), pipelines, pack.name, store_images=store_images)
+    key = PHOTO_KEY if store_images else None
+    return Services.build(
+        LocalStorage(store), pipelines, pack.name, store_images=store_images, photo_key=key
+    )
 
 
 def _stored_photos(store: Store, collection: str) -> list[bytes | None]:
@@ -49,7 +56,11 @@ def test_photos_are_kept_only_when_asked(
         assert len(result.indexed) == 6
 
     asyncio.run(run())
-    assert _stored_photos(store, name) == [t1_bytes if store_images else None]
+    # Kept sealed (AES-GCM): only the key opens them.
+    photos = _stored_photos(store, name)
+    opened = [None if p is None else PhotoCipher(PHOTO_KEY).open(p) for p in photos]
+    assert opened == [t1_bytes if store_images else None]
+    assert t1_bytes not in photos
 
 
 def test_max_faces_keeps_the_largest_and_reports_the_rest(

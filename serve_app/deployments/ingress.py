@@ -24,8 +24,12 @@ class Ingress:
         search: DeploymentHandle,
         settings: Settings,
         pack_name: str,
+        database_url: str | None = None,
         jobs: DeploymentHandle | None = None,
     ) -> None:
+        from serve_app.service.access import AccessControl
+        from serve_app.store.security import SecurityStore
+
         cls = pack_class(pack_name)
         pipeline = RemotePipeline(
             detector, embedder, f"{cls.name}:{cls.version}", load_calibration(cls.name)
@@ -45,8 +49,15 @@ class Ingress:
             pack_name,
             store_images=settings.store_images,
             jobs=job_service,
+            photo_key=settings.photo_key,  # a missing key stops the start, saying which
         )
         self.settings = settings
+        # Keys, rate buckets and the audit log: straight to PostgreSQL (a hop to Search would
+        # cost more than the 2 ms authentication may). Search has migrated the schema.
+        self.security = SecurityStore.open(database_url, migrated=True) if database_url else None
+        self.access = (
+            AccessControl.from_settings(settings, self.security) if self.security else None
+        )
 
     async def readiness(self) -> dict[str, bool]:
         try:
@@ -65,6 +76,7 @@ class Ingress:
             rekognition=self.settings.rekognition,
             max_archive_bytes=self.settings.job_archive_max_bytes,
             job_metrics=self.job_metrics if self.jobs is not None else None,
+            access=self.access,
         )
 
     async def job_metrics(self) -> dict:

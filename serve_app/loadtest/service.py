@@ -28,7 +28,11 @@ class LocalService:
         # Not under a pytest tmp dir or similar 0700 tree: as root, PostgreSQL runs as
         # another OS user who must reach it (EmbeddedPostgres makes the parents traversable).
         self.data_dir = Path(tempfile.mkdtemp(prefix="faceserve-loadtest-data-"))
-        settings = Settings.from_env(data_dir=self.data_dir, host="127.0.0.1", port=_free_port())
+        # Authentication off (an explicit, logged opt-out): the locust users send no key, and
+        # a load test measures the pipeline, not one client's rate limit.
+        settings = Settings.from_env(
+            data_dir=self.data_dir, host="127.0.0.1", port=_free_port(), auth="disabled"
+        )
         start_local(settings, self.serve_config, self.num_cpus)
         return f"http://{settings.host}:{settings.port}"
 

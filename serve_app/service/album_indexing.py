@@ -37,6 +37,7 @@ from serve_app.service.album_sources import (
 from serve_app.service.analysis import ImageFaces, detect_faces
 from serve_app.service.quality_filter import QualityFilter, select_faces
 from serve_app.store.jobs import ClaimedImage, JobStore
+from serve_app.store.photo_cipher import PhotoCipher
 from serve_app.store.records import NewFace, NewImage
 from serve_app.vision.packs.base import ModelPack
 
@@ -90,6 +91,8 @@ class AlbumIndexer:
         self.jobs = jobs
         self.settings = settings
         self.limits: ImageLimits = settings.image_limits
+        key = settings.photo_key  # photos are stored sealed, as by single-image indexing
+        self._cipher = PhotoCipher(key) if key is not None else None
         self._sources: dict[str, AlbumSource] = {}
         self._reader = ThreadPoolExecutor(4, thread_name_prefix="album-read")
 
@@ -136,7 +139,7 @@ class AlbumIndexer:
             found: ImageFaces = detect_faces(self.pack, data, self.limits)
             level = QualityFilter.parse(options.get("quality_filter"))
             keep, _ = select_faces(found.faces, options.get("max_faces"), level)
-            photo = data if self.settings.store_images else None
+            photo = self._cipher.seal(data) if self._cipher is not None else None
             image = NewImage(
                 claim.external_image_id, found.width, found.height, photo, content_hash
             )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from serve_app.errors import ModelNotAvailable
+from serve_app.errors import InvalidParameter, ModelNotAvailable
 from serve_app.service.ports import Pipeline, Storage
+from serve_app.store.photo_cipher import PhotoCipher
 from serve_app.store.records import CollectionRecord
 
 
@@ -22,9 +23,15 @@ class CollectionContext:
     pipelines: dict[str, Pipeline]
     default_pack: str
     store_images: bool = False
+    # Seals stored photos (AES-GCM); photos are never stored in the clear.
+    photo_cipher: PhotoCipher | None = None
     _by_version: dict[str, Pipeline] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.store_images and self.photo_cipher is None:
+            raise InvalidParameter(
+                "storing photos needs a photo key (FACESERVE_IMAGE_KEY or FACESERVE_IMAGE_KEY_FILE)"
+            )
         if self.default_pack not in self.pipelines:
             raise ValueError(f"default pack {self.default_pack} has no pipeline")
         by_version = {p.model_version: p for p in self.pipelines.values()}

@@ -165,7 +165,8 @@ class FaceService:
                 )
                 for n, f in enumerate(chosen)
             ]
-            photo = image if self.context.store_images else None
+            cipher = self.context.photo_cipher
+            photo = cipher.seal(image) if self.context.store_images and cipher else None
             records = await self.storage.add_faces(
                 collection_name,
                 NewImage(external_image_id, found.width, found.height, photo),

@@ -97,11 +97,14 @@ class JobService:
         state: str | None = None,
         limit: int = params.DEFAULT_PAGE,
         cursor: str | None = None,
+        *,
+        within: list[str] | None = None,
     ) -> tuple[list[JobRecord], str | None]:
+        """Newest first; `within`: only jobs of these collections (a scoped key's)."""
         if state is not None and state not in JOB_STATES:
             raise InvalidParameter(f"state must be one of {', '.join(JOB_STATES)}")
         limit = params.count("limit", limit, params.MAX_PAGE)
-        return await self.queue.list_jobs(collection, state, limit, cursor)
+        return await self.queue.list_jobs(collection, state, limit, cursor, within)
 
     async def failures(
         self, job_id: str, limit: int = params.DEFAULT_PAGE, cursor: str | None = None

@@ -146,6 +146,8 @@ class Storage(Protocol):
 
     async def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray: ...
 
+    async def erase_person(self, collection_name: str, person_id: str) -> dict[str, int]: ...
+
 
 class JobQueue(Protocol):
     """Album jobs' durable records (implemented by `serve_app.store.jobs.JobStore`, awaited)."""
@@ -162,6 +164,7 @@ class JobQueue(Protocol):
         state: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        within: Sequence[str] | None = None,
     ) -> tuple[list[JobRecord], str | None]: ...
 
     async def failures(

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serve_app.service.context import CollectionContext
+from serve_app.service.erasure import ErasureService
 from serve_app.service.faces import FaceService
 from serve_app.service.jobs import JobService
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline, Storage
+from serve_app.store.photo_cipher import PhotoCipher
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class Services:
     context: CollectionContext
     faces: FaceService
     persons: PersonService
+    erasure: ErasureService
     jobs: JobService | None = None  # album jobs, where the service runs them
 
     @classmethod
@@ -28,7 +31,13 @@ class Services:
         default_pack: str,
         *,
         store_images: bool = False,
+        photo_key: bytes | None = None,
         jobs: JobService | None = None,
     ) -> Services:
-        context = CollectionContext(storage, pipelines, default_pack, store_images)
-        return cls(context, FaceService(context), PersonService(context), jobs)
+        """`photo_key`: stored photos are sealed with it (AES-GCM); required with
+        `store_images`. `jobs`: album jobs, where the service runs them."""
+        cipher = None if photo_key is None else PhotoCipher(photo_key)
+        context = CollectionContext(storage, pipelines, default_pack, store_images, cipher)
+        return cls(
+            context, FaceService(context), PersonService(context), ErasureService(context), jobs
+        )

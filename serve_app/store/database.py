@@ -16,7 +16,9 @@ from serve_app.errors import DatabaseUnavailable
 T = TypeVar("T")
 
 
-def create_engine_for(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Engine:
+def create_engine_for(
+    url: str, *, pool_size: int = 5, max_overflow: int = 5, pre_ping: bool = True
+) -> Engine:
     """An engine for the service: pre-pinged pooled connections (a restarted server is fine).
 
     Each Ray replica gets its own pool, so keep it small: replicas x (pool + overflow) must
@@ -26,7 +28,7 @@ def create_engine_for(url: str, *, pool_size: int = 5, max_overflow: int = 5) ->
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         json_serializer=partial(json.dumps, default=_json_default),
         connect_args={"application_name": "faceserve", "connect_timeout": 10},

@@ -169,6 +169,18 @@ class EmbeddedPostgres:
         """PID of the live postmaster on this data dir, or None."""
         return self._server_pid()
 
+    def attach(self) -> str | None:
+        """The URL of a server another process runs on this data dir (e.g. `faceserve
+        serve`'s, for `faceserve keys`), or None when none runs. Read from postmaster.pid."""
+        if self._server_pid() is None:
+            return None
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            self._port = int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+        return self.url
+
     def is_running(self) -> bool:
         """Whether a server (ours or another process's) runs on this data dir."""
         return self._server_pid() is not None

@@ -212,13 +212,17 @@ class JobStore:
         state: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        within: Sequence[str] | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """Newest first; the cursor is the last job's id."""
+        """Newest first (only of the collections `within`, when given); the cursor is the
+        last job's id."""
         query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
         if collection is not None:
             query = query.where(jobs.c.collection_name == collection)
         if state is not None:
             query = query.where(jobs.c.state == state)
+        if within is not None:
+            query = query.where(jobs.c.collection_name.in_(list(within)))
         with self.engine.begin() as conn:
             if cursor is not None:
                 after = conn.execute(

@@ -28,6 +28,7 @@ from serve_app.store.collection_schema import (
 )
 from serve_app.store.control import collections
 from serve_app.store.database import create_engine_for
+from serve_app.store.erasure import erase
 from serve_app.store.faces import face_record, face_row, faces_by_id, faces_query, remove_faces
 from serve_app.store.persons import PersonStorage
 from serve_app.store.records import (
@@ -428,6 +429,16 @@ class Store:
     def person_embeddings(self, collection_name: str, person_id: str) -> np.ndarray:
         """The embeddings of the person's faces (`PersonStorage.person_embeddings`)."""
         return self._persons.person_embeddings(collection_name, person_id)
+
+    def erase_person(self, collection_name: str, person_id: str) -> dict[str, int]:
+        """Delete every trace of a person (`erasure.ERASURE_STEPS`) in one transaction; the
+        counts by kind. Idempotent: a second call finds nothing and counts zeros."""
+        pid = check.person_id(person_id)
+        with self._access.writing(collection_name) as (conn, collection, t):
+            counts = erase(conn, collection, t, self._access.index(collection), pid)
+        if counts["faces"]:
+            self._access.after_commit(collection)
+        return counts
 
     # -- repair (see StorageRepair) -------------------------------------------------------
 

@@ -32,6 +32,8 @@ from tests.conftest import insightface_image
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FACESERVE = Path(sys.executable).parent / "faceserve"
 FINAL = ("succeeded", "failed", "cancelled")
+ADMIN_KEY = "album-e2e-" + "a" * 40
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def _free_port() -> int:
@@ -141,6 +143,7 @@ def service(
         "FACESERVE_JOB_MAX_WORKERS": "2",
         "FACESERVE_JOB_IMAGES_PER_WORKER": "4",
         "FACESERVE_JOB_IMAGE_TIMEOUT_S": "15",
+        "FACESERVE_ADMIN_KEY": ADMIN_KEY,
     }
     svc = ServiceProcess(env, _free_port())
     svc.start()
@@ -199,7 +202,7 @@ def test_job_survives_kill_9_of_a_worker_and_of_the_service(
 ) -> None:
     root, photos = album
     expected = _expected(pack, photos)
-    with httpx.Client(base_url=service.url, timeout=60) as client:
+    with httpx.Client(base_url=service.url, timeout=60, headers=AUTH) as client:
         assert client.post("/v1/collections", json={"name": "family"}).status_code == 201
         r = client.post("/v1/collections/family/jobs", json={"source": f"file://{root}/album"})
         assert r.status_code == 202, r.text
@@ -218,7 +221,7 @@ def test_job_survives_kill_9_of_a_worker_and_of_the_service(
         assert job["state"] == "running", "the album finished before the service was killed"
     service.kill9()  # everything dies mid-job: Ray, Serve, the coordinator, the workers
     service.start()
-    with httpx.Client(base_url=service.url, timeout=60) as client:
+    with httpx.Client(base_url=service.url, timeout=60, headers=AUTH) as client:
         job = _wait(client, job_id, lambda j: j["state"] in FINAL)
         assert job["state"] == "succeeded", job
         assert job["images"] == {
@@ -250,7 +253,7 @@ def test_archive_upload_pause_resume_cancel_and_cli(
         for key in keys:
             z.writestr(key, photos[key])
         z.writestr("../../etc/evil.jpg", photos[keys[0]])
-    with httpx.Client(base_url=service.url, timeout=60) as client:
+    with httpx.Client(base_url=service.url, timeout=60, headers=AUTH) as client:
         client.post("/v1/collections", json={"name": "uploads"})
         r = client.post(
             "/v1/collections/uploads/jobs",
@@ -304,7 +307,10 @@ def test_archive_upload_pause_resume_cancel_and_cli(
     (cli_album / "a.jpg").write_bytes(photos[keys[0]])
     (cli_album / "broken.jpg").write_bytes(b"not a jpeg")
     command = [str(FACESERVE), "index", str(cli_album), "--collection", "cli", "--url", service.url]
-    run = subprocess.run([*command, "--quiet"], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "FACESERVE_KEY": ADMIN_KEY}
+    run = subprocess.run(
+        [*command, "--quiet"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert run.returncode == 1, run.stderr
     assert "1 indexed, 0 skipped, 1 failed" in run.stdout
     assert "broken.jpg: invalid_image" in run.stderr

@@ -66,12 +66,16 @@ class LocalService:
             data_dir=self.data_dir,
             database_url=self.postgres.start(),
             port=self.port,
+            admin_key=E2E_ADMIN_KEY,  # auth on, as deployed
         )
         start_local(settings, SERVE_CONFIG, num_cpus=2)
 
     def stop(self) -> None:
         stop_local()
         self.postgres.stop()
+
+
+E2E_ADMIN_KEY = "e2e-admin-" + "e" * 40
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,8 @@ def service(model_dir: Path) -> Iterator[LocalService]:
 
 @pytest.fixture(scope="module")
 def client(service: LocalService) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=60) as c:
+    headers = {"Authorization": f"Bearer {E2E_ADMIN_KEY}"}
+    with httpx.Client(base_url=service.url, timeout=60, headers=headers) as c:
         yield c
 
 

@@ -19,9 +19,11 @@ from moto.server import ThreadedMotoServer
 
 from serve_app.api import build_rest_app
 from serve_app.config import RekognitionConfig, Settings
+from serve_app.service.access import AccessControl, configured_keys
 from serve_app.service.ports import LocalPipeline, LocalStorage
 from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
+from serve_app.store.security import SecurityStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
 
 KEY_ID = "AKIAFACESERVETEST001"
@@ -58,21 +60,42 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rekognition_service(
-    pack: DlibR29Pack, settings: Settings, postgres: EmbeddedPostgres
-) -> Iterator[Services]:
+def rekognition_database(postgres: EmbeddedPostgres) -> str:
     # A database of its own on the shared server: these tests see only their collections.
-    store = Store.open(postgres.fresh_database("rekognition_tests"))
+    return postgres.fresh_database("rekognition_tests")
+
+
+@pytest.fixture(scope="session")
+def security(rekognition_database: str) -> Iterator[SecurityStore]:
+    """The key store (keys made with `faceserve keys create` or POST /v1/keys live here)."""
+    opened = SecurityStore.open(rekognition_database)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="session")
+def rekognition_service(
+    pack: DlibR29Pack, settings: Settings, rekognition_database: str
+) -> Iterator[Services]:
+    store = Store.open(rekognition_database)
     pipeline = LocalPipeline(pack, settings.image_limits)
     yield Services.build(LocalStorage(store), {pack.name: pipeline}, pack.name)
     store.close()
 
 
 @pytest.fixture(scope="session")
-def endpoint(rekognition_service: Services, s3_endpoint: str) -> Iterator[str]:
-    """http://127.0.0.1:PORT serving REST v1 and the Rekognition API (keys configured)."""
+def endpoint(
+    rekognition_service: Services, s3_endpoint: str, security: SecurityStore
+) -> Iterator[str]:
+    """http://127.0.0.1:PORT serving REST v1 and the Rekognition API: one key store, holding
+    the configured key (as FACESERVE_AWS_KEYS gives it) and the database's keys."""
     config = RekognitionConfig(keys={KEY_ID: SECRET}, s3_endpoint_url=s3_endpoint, region=REGION)
-    app = build_rest_app(rekognition_service, rekognition=config)
+    access = AccessControl(
+        security,
+        configured=configured_keys("", config.keys),
+        rate_limits={"read": 1.0},  # a read key's bucket: 1/s, 2 at once (throttling test)
+    )
+    app = build_rest_app(rekognition_service, rekognition=config, access=access)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

@@ -49,6 +49,10 @@ _BY_CODE = {
     "quota_exceeded": "ServiceQuotaExceededException",
     # A collection pinned to a model pack this service does not run: nothing AWS has.
     "model_not_available": "InvalidParameterException",
+    # The key's role may not run the operation; its bucket is spent (SDKs back off, retry).
+    "forbidden": "AccessDeniedException",
+    "rate_limited": "ThrottlingException",
+    "unauthenticated": "UnrecognizedClientException",
 }
 # Capacity errors from the serving layer, matched by name so the API does not import Ray.
 _CAPACITY_ERRORS = {"BackPressureError", "DeploymentUnavailableError"}

@@ -16,6 +16,7 @@ from serve_app.api.rekognition import shapes
 from serve_app.api.rekognition.errors import RekognitionError
 from serve_app.api.rekognition.images import ImageLoader
 from serve_app.service import thresholds
+from serve_app.service.access import OPEN, Principal
 from serve_app.service.params import MAX_INDEX_FACES
 from serve_app.service.services import Services
 from serve_app.vision.image import read_image_size
@@ -31,6 +32,7 @@ class Context:
     service: Services
     images: ImageLoader
     region: str
+    caller: Principal = OPEN  # who asked: ListCollections shows a scoped key its own only
 
 
 Handler = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -41,14 +43,18 @@ class Operation:
     handler: Handler
     # Our error codes that mean something else for this operation.
     errors: dict[str, str]
+    # The role a key needs to run it (`read`, `write`, `admin`): declared with the operation.
+    role: str
 
 
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, errors: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+def operation(
+    name: str, role: str, errors: dict[str, str] | None = None
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        OPERATIONS[name] = Operation(handler, errors or {})
+        OPERATIONS[name] = Operation(handler, errors or {}, role)
         return handler
 
     return register
@@ -67,7 +73,7 @@ def image_frame(image: bytes, model_version: str) -> shapes.Frame:
 # Collections ---------------------------------------------------------------------------------
 
 
-@operation("CreateCollection")
+@operation("CreateCollection", "admin")
 async def create_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     metadata = {"tags": p["Tags"]} if p.get("Tags") else None
     collection = await ctx.service.faces.create_collection(p["CollectionId"], metadata=metadata)
@@ -78,13 +84,13 @@ async def create_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("DeleteCollection")
+@operation("DeleteCollection", "admin")
 async def delete_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     await ctx.service.faces.delete_collection(p["CollectionId"])
     return {"StatusCode": 200}
 
 
-@operation("DescribeCollection")
+@operation("DescribeCollection", "read")
 async def describe_collection(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     collection = await ctx.service.faces.describe_collection(p["CollectionId"])
     result = {
@@ -113,9 +119,10 @@ def _decode_token(prefix: str, token: str) -> str:
     return text[len(prefix) :]
 
 
-@operation("ListCollections")
+@operation("ListCollections", "read")
 async def list_collections(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     collections = await ctx.service.faces.list_collections()  # by name
+    collections = [c for c in collections if ctx.caller.sees(c.name)]  # a scoped key: its own
     if "NextToken" in p:
         after = _decode_token("c1:", p["NextToken"])
         collections = [c for c in collections if c.name > after]
@@ -133,7 +140,7 @@ async def list_collections(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 # Faces ---------------------------------------------------------------------------------------
 
 
-@operation("IndexFaces")
+@operation("IndexFaces", "write")
 async def index_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
     # "IndexFaces returns no more than 100 detected faces ... even if you specify a larger
@@ -162,7 +169,7 @@ async def index_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("ListFaces", errors=PAGINATION_ERRORS)
+@operation("ListFaces", "read", errors=PAGINATION_ERRORS)
 async def list_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     collection = await ctx.service.faces.describe_collection(p["CollectionId"])
     limit = page_size(p.get("MaxResults"), DEFAULT_LIST_RESULTS)
@@ -192,7 +199,7 @@ async def list_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@operation("DeleteFaces")
+@operation("DeleteFaces", "write")
 async def delete_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     requested = list(dict.fromkeys(p["FaceIds"]))
     deleted = await ctx.service.faces.delete_faces(p["CollectionId"], requested)
@@ -210,7 +217,7 @@ async def delete_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 # Search --------------------------------------------------------------------------------------
 
 
-@operation("SearchFaces")
+@operation("SearchFaces", "read")
 async def search_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.service.faces.search_by_face_id(
         p["CollectionId"],
@@ -225,7 +232,7 @@ async def search_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("SearchFacesByImage")
+@operation("SearchFacesByImage", "read")
 async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
     result = await ctx.service.faces.search_by_image(
@@ -249,7 +256,7 @@ async def search_faces_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, An
 # Stateless -----------------------------------------------------------------------------------
 
 
-@operation("DetectFaces")
+@operation("DetectFaces", "read")
 async def detect_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
     found = await ctx.service.faces.detect(image)
@@ -260,7 +267,7 @@ async def detect_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return {"FaceDetails": [frame.face_detail(face) for face in found.faces]}
 
 
-@operation("CompareFaces")
+@operation("CompareFaces", "read")
 async def compare_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     source = await ctx.images.load(p["SourceImage"], "SourceImage")
     target = await ctx.images.load(p["TargetImage"], "TargetImage")

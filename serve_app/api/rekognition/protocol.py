@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -30,9 +31,12 @@ from serve_app.api.rekognition.images import ImageLoader
 from serve_app.api.rekognition.operations import OPERATIONS, Context
 from serve_app.api.rekognition.sigv4 import SignedRequest, SigV4Verifier
 from serve_app.api.rekognition.validation import operation_model, validate_input
+from serve_app.api.rest.auth import AUDIT, AUDIT_ALWAYS, client_address
 from serve_app.config import RekognitionConfig
-from serve_app.errors import FaceserveError
+from serve_app.errors import FaceserveError, Forbidden, Unauthenticated
+from serve_app.service.access import AccessControl, Principal
 from serve_app.service.services import Services
+from serve_app.store.audit import AuditEntry
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +75,23 @@ def _signed_request(request: Request, body: bytes) -> SignedRequest:
 
 
 class RekognitionEndpoint:
-    """The `POST /` handler over the service layer."""
+    """The `POST /` handler over the service layer. With `access`, keys come from its key
+    store (the same as REST's) and each operation's declared role, the key's collection
+    scope, its rate limit and the audit log apply."""
 
-    def __init__(self, service: Services, config: RekognitionConfig) -> None:
+    def __init__(
+        self, service: Services, config: RekognitionConfig, access: AccessControl | None = None
+    ) -> None:
         self.context = Context(
             service, ImageLoader(config.s3_endpoint_url, config.region), config.region
         )
+        self.access = access if access is not None and access.enabled else None
         self.verifier: SigV4Verifier | None = None
-        if config.auth == "disabled":
+        if self.access is not None:
+            self.verifier = SigV4Verifier({})
+        elif access is not None:
+            pass  # FACESERVE_AUTH=disabled: both surfaces open (AccessControl logged it)
+        elif config.auth == "disabled":
             logger.warning(
                 "Rekognition API: SigV4 verification is DISABLED (FACESERVE_AWS_AUTH=disabled); "
                 "anyone who can reach this port can call it. For local development only."
@@ -94,21 +107,40 @@ class RekognitionEndpoint:
     async def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         errors: dict[str, str] = {}
+        state = request.scope.setdefault("state", {})
+        entry = AuditEntry("rekognition", client=client_address(request.scope))
         try:
             body = await read_body(request, BODY_LIMIT)
-            if self.verifier is not None:
+            context = self.context
+            if self.access is not None:
+                state[AUDIT] = entry
+                principal = await self._authenticate(_signed_request(request, body))
+                entry.key_id = principal.key_id
+                context = replace(context, caller=principal)
+            elif self.verifier is not None:
                 self.verifier.verify(_signed_request(request, body))
             name = self._operation_name(request)
             operation = OPERATIONS[name]
+            entry.operation = f"rekognition:{name}"
+            state[AUDIT_ALWAYS] = not name.startswith(("List", "Describe"))
             errors = operation.errors
             params = validate_input(operation_model(name), _parse_json(body))
-            result = await operation.handler(self.context, params)
+            if self.access is not None:
+                entry.collection = params.get("CollectionId")
+                _note_ids(entry, params)
+                self.access.authorize(context.caller, operation.role, entry.collection)
+                await self.access.rate_limit(context.caller, entry.client)
+            result = await operation.handler(context, params)
+            _note_ids(entry, result)
             return JSONResponse(
                 result, headers={"x-amzn-RequestId": request_id}, media_type=CONTENT_TYPE
             )
         except RekognitionError as exc:
+            state[AUDIT_ALWAYS] = True  # a refused signature is worth a line
             return exc.response(request_id)
         except FaceserveError as exc:
+            if isinstance(exc, Forbidden):
+                state[AUDIT_ALWAYS] = True
             error = from_service_error(exc, errors)
             if error.status >= 500:
                 logger.error("Rekognition request %s failed: %s", request_id, exc.message)
@@ -118,6 +150,18 @@ class RekognitionEndpoint:
                 return throughput_exceeded().response(request_id)
             logger.error("Rekognition request %s raised", request_id, exc_info=exc)
             return internal_error().response(request_id)
+
+    async def _authenticate(self, signed: SignedRequest) -> Principal:
+        """The caller whose key signed the request (SigV4 against the key store)."""
+        assert self.access is not None and self.verifier is not None
+        auth, timestamp = self.verifier.authorization(signed)
+        try:
+            found = await self.access.sigv4_key(auth.access_key)
+        except Unauthenticated as exc:  # revoked or expired
+            raise RekognitionError("UnrecognizedClientException", exc.message, 403) from None
+        self.verifier.check(signed, auth, timestamp, None if found is None else found[1])
+        assert found is not None
+        return found[0]
 
     @staticmethod
     def _operation_name(request: Request) -> str:
@@ -141,6 +185,21 @@ class RekognitionEndpoint:
         return name
 
 
-def rekognition_route(service: Services, config: RekognitionConfig) -> Route:
+def _note_ids(entry: AuditEntry, shape: dict[str, Any]) -> None:
+    """The face and user ids a request or response names, for its audit entry."""
+    entry.face_ids.extend(str(i) for i in shape.get("FaceIds") or ())
+    if isinstance(shape.get("FaceId"), str):
+        entry.face_ids.append(shape["FaceId"])
+    for record in shape.get("FaceRecords") or ():
+        face_id = (record.get("Face") or {}).get("FaceId")
+        if face_id:
+            entry.face_ids.append(face_id)
+    if isinstance(shape.get("UserId"), str):
+        entry.person_ids.append(shape["UserId"])
+
+
+def rekognition_route(
+    service: Services, config: RekognitionConfig, access: AccessControl | None = None
+) -> Route:
     """`POST /`: the Rekognition-compatible API, for mounting into the REST app."""
-    return Route("/", RekognitionEndpoint(service, config).handle, methods=["POST"])
+    return Route("/", RekognitionEndpoint(service, config, access).handle, methods=["POST"])

@@ -1,9 +1,10 @@
 """AWS Signature Version 4 verification, with botocore's own signer computing the signature.
 
 We rebuild the request the client signed (method, path, query, the headers it lists in
-`SignedHeaders`, the body), run botocore's `SigV4Auth` over it with the secret of the access
-key and the request's own `X-Amz-Date`, and compare signatures in constant time. No hashing or
-canonicalisation is written here, so we agree with boto3 and the AWS CLI by construction.
+`SignedHeaders`, the body), let botocore's `SigV4Auth` canonicalise it with the request's own
+`X-Amz-Date`, and compare signatures in constant time. No canonicalisation is written here,
+so we agree with boto3 and the AWS CLI by construction; only SigV4's four-step HMAC key
+derivation is, so that it can start from the digest the key store keeps instead of a secret.
 """
 
 from __future__ import annotations
@@ -99,6 +100,16 @@ class SigV4Verifier:
 
     def verify(self, request: SignedRequest, now: datetime | None = None) -> str:
         """The access key id that signed `request`; a 403 `RekognitionError` otherwise."""
+        auth, timestamp = self.authorization(request, now)
+        secret = self._keys.get(auth.access_key)
+        self.check(request, auth, timestamp, None if secret is None else signing_key(secret))
+        return auth.access_key
+
+    def authorization(
+        self, request: SignedRequest, now: datetime | None = None
+    ) -> tuple[Authorization, str]:
+        """The request's parsed Authorization and X-Amz-Date, checked up to the key: the
+        caller then looks the key up and calls `check`."""
         header = request.header("authorization")
         if not header:
             raise _denied("MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -122,21 +133,26 @@ class SigV4Verifier:
         self._check_clock(timestamp, now or datetime.now(UTC))
         if "host" not in auth.signed_headers:
             raise _denied("InvalidSignatureException", "the host header must be signed")
-        secret = self._keys.get(auth.access_key)
-        if secret is None:
+        return auth, timestamp
+
+    def check(
+        self, request: SignedRequest, auth: Authorization, timestamp: str, key: bytes | None
+    ) -> None:
+        """Check the signature with the key's first-step HMAC key (`signing_key`; None:
+        the key id is unknown)."""
+        if key is None:
             raise _denied(
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
             )
         self._check_payload_hash(request)
-        expected = self.signature(request, auth, secret, timestamp)
+        expected = self.signature(request, auth, key, timestamp)
         if not hmac.compare_digest(expected.encode(), auth.signature.encode()):
             raise _denied(
                 "InvalidSignatureException",
                 "The request signature we calculated does not match the signature you "
                 "provided. Check your AWS Secret Access Key and signing method.",
             )
-        return auth.access_key
 
     def _check_clock(self, timestamp: str, now: datetime) -> None:
         signed_at = datetime.strptime(timestamp, SIGV4_TIMESTAMP).replace(tzinfo=UTC)
@@ -160,8 +176,12 @@ class SigV4Verifier:
             )
 
     @staticmethod
-    def signature(request: SignedRequest, auth: Authorization, secret: str, timestamp: str) -> str:
-        """botocore's SigV4 signature of `request` as the client would have computed it."""
+    def signature(
+        request: SignedRequest, auth: Authorization, key: str | bytes, timestamp: str
+    ) -> str:
+        """The SigV4 signature of `request` as the client would have computed it: botocore
+        builds the canonical request and string to sign; the HMAC chain starts from `key`,
+        a secret or its `signing_key` (bytes)."""
         signed = set(auth.signed_headers)
         host = request.header("host") or ""
         url = f"http://{host}{request.raw_path}" + (f"?{request.query}" if request.query else "")
@@ -169,9 +189,22 @@ class SigV4Verifier:
         for name, value in _signed(request.headers, signed):
             aws_request.headers[name] = value  # HTTPHeaders: assignment appends, repeats kept
         aws_request.context["timestamp"] = timestamp
-        signer = SigV4Auth(Credentials(auth.access_key, secret), auth.service, auth.region)
+        signer = SigV4Auth(Credentials(auth.access_key, "unused"), auth.service, auth.region)
         canonical = signer.canonical_request(aws_request)
-        return signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
+        string_to_sign = signer.string_to_sign(aws_request, canonical)
+        first = signing_key(key) if isinstance(key, str) else key
+        # SigV4's derivation (the AWS docs' kDate, kRegion, kService, kSigning).
+        k = first
+        for part in (timestamp[:8], auth.region, auth.service, "aws4_request"):
+            k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+        return hmac.new(k, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key SigV4 starts from: "AWS4" + secret. HMAC hashes a key longer than its
+    64-byte block first, so for a secret of 61+ characters its SHA-256 (what the key store
+    keeps, `store.keys.secret_digest`) gives the same signatures."""
+    return b"AWS4" + secret.encode()
 
 
 def _signed(headers: Iterable[tuple[str, str]], names: set[str]) -> Iterable[tuple[str, str]]:

@@ -27,7 +27,7 @@ def _status(person: Any) -> str:
     return shapes.user(person)["UserStatus"]
 
 
-@operation("CreateUser", errors=USER_ERRORS)
+@operation("CreateUser", "write", errors=USER_ERRORS)
 async def create_user(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     await ctx.service.persons.create_person(
         p["CollectionId"], p["UserId"], request_token=p.get("ClientRequestToken")
@@ -35,7 +35,7 @@ async def create_user(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@operation("DeleteUser", errors=USER_ERRORS)
+@operation("DeleteUser", "write", errors=USER_ERRORS)
 async def delete_user(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     # As in Rekognition, the user's faces stay in the collection, disassociated.
     await ctx.service.persons.delete_person(
@@ -47,7 +47,7 @@ async def delete_user(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@operation("ListUsers", errors=PAGINATION_ERRORS)
+@operation("ListUsers", "read", errors=PAGINATION_ERRORS)
 async def list_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     persons, cursor = await ctx.service.persons.list_persons(
         p["CollectionId"],
@@ -60,7 +60,7 @@ async def list_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@operation("AssociateFaces", errors=USER_ERRORS)
+@operation("AssociateFaces", "write", errors=USER_ERRORS)
 async def associate_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.service.persons.associate_faces(
         p["CollectionId"],
@@ -85,7 +85,7 @@ async def associate_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("DisassociateFaces", errors=USER_ERRORS)
+@operation("DisassociateFaces", "write", errors=USER_ERRORS)
 async def disassociate_faces(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     result = await ctx.service.persons.disassociate_faces(
         p["CollectionId"],
@@ -114,7 +114,7 @@ def _user_matches(result: Any) -> list[dict[str, Any]]:
     ]
 
 
-@operation("SearchUsers")
+@operation("SearchUsers", "read")
 async def search_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if ("UserId" in p) == ("FaceId" in p):
         raise invalid_parameter("SearchUsers takes exactly one of UserId or FaceId")
@@ -136,7 +136,7 @@ async def search_users(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@operation("SearchUsersByImage")
+@operation("SearchUsersByImage", "read")
 async def search_users_by_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     image = await ctx.images.load(p["Image"])
     result = await ctx.service.persons.search_persons_by_image(

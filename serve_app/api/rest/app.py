@@ -12,10 +12,22 @@ from fastapi_offline import FastAPIOffline
 from serve_app import __version__
 from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.rekognition import rekognition_route
-from serve_app.api.rest import collections, faces, jobs, operations, persons, stateless
+from serve_app.api.rest import (
+    audit,
+    collections,
+    erasure,
+    faces,
+    jobs,
+    keys,
+    operations,
+    persons,
+    stateless,
+)
+from serve_app.api.rest.auth import AuditMiddleware
 from serve_app.api.rest.errors import install_error_handlers
 from serve_app.api.rest.operations import ReadinessCheck
 from serve_app.config import ImageLimits, RekognitionConfig
+from serve_app.service.access import AccessControl
 from serve_app.service.services import Services
 
 DESCRIPTION = """\
@@ -37,7 +49,11 @@ curl -X POST http://127.0.0.1:8000/v1/collections/album/search -F image=@query.j
 The Amazon Rekognition-compatible API (AWS JSON 1.1, SigV4) is at `POST /`; see the README.
 """
 
-ROUTERS = (stateless, collections, faces, persons, jobs, operations)
+ROUTERS = (stateless, collections, faces, persons, jobs, erasure, keys, audit, operations)
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "An API key's secret."},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 def _document(app: FastAPI) -> dict[str, Any]:
@@ -56,7 +72,14 @@ def _document(app: FastAPI) -> dict[str, Any]:
                 response = operation.get("responses", {}).get("422", {})
                 if "HTTPValidationError" in str(response):
                     del operation["responses"]["422"]
-        schemas = document.get("components", {}).get("schemas", {})
+        components = document.setdefault("components", {})
+        components["securitySchemes"] = SECURITY_SCHEMES
+        # Every /v1 route takes a key; probes, metrics and the docs are open.
+        for path, item in document.get("paths", {}).items():
+            if path.startswith("/v1/"):
+                for operation in item.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        schemas = components.get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
         app.openapi_schema = document
@@ -71,6 +94,7 @@ def build_rest_app(
     rekognition: RekognitionConfig | None = None,
     max_archive_bytes: int = 2 * 1024**3,
     job_metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    access: AccessControl | None = None,
 ) -> FastAPI:
     """The REST v1 app over `services`.
 
@@ -79,6 +103,8 @@ def build_rest_app(
     request-body cap; the image itself is checked again by the service's pipeline.
     `rekognition`: also serve the Rekognition-compatible API at `POST /`.
     `max_archive_bytes` (FACESERVE_JOB_ARCHIVE_MAX_BYTES) caps an album job's uploaded archive.
+    `access`: authenticate, authorize, rate-limit and audit every /v1 route (and the
+    Rekognition API) with it; None serves them open (in-process tests, embedded use).
     """
     app = FastAPIOffline(
         title="faceserve",
@@ -88,6 +114,7 @@ def build_rest_app(
         swagger_ui_parameters={"tryItOutEnabled": True},
     )
     app.state.services = services
+    app.state.access = access
     app.state.readiness = readiness
     app.state.max_image_bytes = max_image_bytes
     app.state.max_archive_bytes = max_archive_bytes
@@ -98,8 +125,10 @@ def build_rest_app(
         # in one opaque route, which would hide the route templates the metrics label by.
         app.router.routes.extend(module.router.routes)
     if rekognition is not None:
-        app.router.routes.append(rekognition_route(services, rekognition))
+        app.router.routes.append(rekognition_route(services, rekognition, access))
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     install_error_handlers(app)
+    if access is not None:
+        app.add_middleware(AuditMiddleware, access=access)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=app.router.routes)
     return app

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from serve_app.api.rest.auth import CallerDep, allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -26,11 +27,15 @@ CREATE = ReadBody(CreateCollectionRequest)
     response_model=CollectionOut,
     responses=error_responses(409, 413, 415, 422),
     openapi_extra=CREATE.openapi,
+    dependencies=[allow("admin", scoped=False)],
 )
 async def create_collection(
-    services: ServicesDep, body: Annotated[Parsed[CreateCollectionRequest], Depends(CREATE)]
+    request: Request,
+    services: ServicesDep,
+    body: Annotated[Parsed[CreateCollectionRequest], Depends(CREATE)],
 ) -> CollectionOut:
     f = body.fields
+    audit_note(request, collection=f.name)
     collection = await services.faces.create_collection(
         f.name,
         f.model_pack,
@@ -46,10 +51,13 @@ async def create_collection(
     summary="List collections",
     response_model=CollectionList,
     responses=error_responses(),
+    dependencies=[allow("read")],
 )
-async def list_collections(services: ServicesDep) -> CollectionList:
+async def list_collections(services: ServicesDep, caller: CallerDep) -> CollectionList:
     collections = await services.faces.list_collections()
-    return CollectionList(collections=[CollectionOut.of(c) for c in collections])
+    # A key scoped to collections sees only those: the others are not even listed.
+    visible = [c for c in collections if caller.sees(c.name)]
+    return CollectionList(collections=[CollectionOut.of(c) for c in visible])
 
 
 @router.get(
@@ -57,6 +65,7 @@ async def list_collections(services: ServicesDep) -> CollectionList:
     summary="Describe a collection",
     response_model=CollectionOut,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def describe_collection(name: str, services: ServicesDep) -> CollectionOut:
     return CollectionOut.of(await services.faces.describe_collection(name))
@@ -68,6 +77,7 @@ async def describe_collection(name: str, services: ServicesDep) -> CollectionOut
     status_code=204,
     response_class=Response,
     responses=error_responses(404),
+    dependencies=[allow("admin")],
 )
 async def delete_collection(name: str, services: ServicesDep) -> Response:
     await services.faces.delete_collection(name)

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
 from serve_app.api.rest.models import ErrorBody
-from serve_app.errors import FaceserveError, InvalidParameter
+from serve_app.errors import FaceserveError, InvalidParameter, RateLimited, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,18 @@ ERROR_MEANINGS = {
     400: "Malformed request: bad JSON (`invalid_json`), a missing or undecodable image "
     "(`invalid_image`), a parameter of the wrong type or out of range (`invalid_parameter`), "
     "a request token reused for another request (`idempotent_parameter_mismatch`).",
-    404: "No such collection, face, person or route (`not_found`).",
+    401: "No API key, or one unknown, revoked or expired (`unauthenticated`): send "
+    "`Authorization: Bearer <secret>` or `X-API-Key: <secret>`.",
+    403: "The key's role may not do this (`forbidden`).",
+    404: "No such collection, face, person or route (`not_found`); a key scoped to other "
+    "collections sees this one as absent.",
     409: "Already exists (`already_exists`).",
     413: "Request body or image too large (`request_too_large`, `image_too_large`).",
     415: "Content type or image format not accepted (`unsupported_media_type`, "
     "`unsupported_format`).",
     422: "The model pack the request needs is not loaded (`model_not_available`).",
+    429: "The key's (or, without a key, the client address's) rate limit is spent "
+    "(`rate_limited`); retry after the `Retry-After` seconds.",
     500: "Unexpected failure (`internal_error`); details are only in the server log.",
     503: "A store the request needs is down for now: PostgreSQL did not answer "
     "(`database_unavailable`, e.g. while it restarts), or the collection's external vector "
@@ -41,8 +47,9 @@ ERROR_MEANINGS = {
     "credentials (`vector_store_unavailable`). Nothing was wrong with the request; retry "
     "after the `Retry-After` seconds.",
 }
-# Every route may meet these: a bad parameter, a bug, a database that does not answer.
-COMMON = (400, 500, 503)
+# Every route may meet these: a bad parameter, no or the wrong key, a spent rate limit, a bug,
+# a database that does not answer.
+COMMON = (400, 401, 403, 429, 500, 503)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -79,6 +86,10 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     # A dependency that is down for a moment (database, Pinecone): tell clients when to retry.
     headers = {"Retry-After": "2"} if exc.http_status == 503 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": 'Bearer realm="faceserve"'}
     return error_response(exc.http_status, exc.code, exc.message, headers=headers)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
+from serve_app.api.rest.auth import allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import MetricsDep, ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -44,9 +45,11 @@ Cursor = Annotated[
     response_model=IndexResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=INDEX.openapi,
+    dependencies=[allow("write")],
 )
 async def index_faces(
     name: str,
+    request: Request,
     services: ServicesDep,
     metrics: MetricsDep,
     body: Annotated[Parsed[IndexFacesRequest], Depends(INDEX)],
@@ -61,6 +64,7 @@ async def index_faces(
         metadata=f.metadata,
     )
     metrics.faces_indexed.labels(result.collection.name).inc(len(result.indexed))
+    audit_note(request, face_ids=[f.face_id for f in result.indexed])
     return IndexResponse.of(result)
 
 
@@ -70,6 +74,7 @@ async def index_faces(
     description="Oldest first, a page at a time.",
     response_model=FacePage,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def list_faces(
     name: str,
@@ -86,6 +91,7 @@ async def list_faces(
     summary="Delete a face",
     response_model=DeletedFaces,
     responses=error_responses(404),
+    dependencies=[allow("write")],
 )
 async def delete_face(name: str, face_id: str, services: ServicesDep) -> DeletedFaces:
     deleted = await services.faces.delete_faces(name, [face_id])
@@ -100,6 +106,7 @@ async def delete_face(name: str, face_id: str, services: ServicesDep) -> Deleted
     response_model=SearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=SEARCH_BY_IMAGE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_by_image(
     name: str,
@@ -122,6 +129,7 @@ async def search_by_image(
     response_model=SearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=SEARCH_BY_FACE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_by_face_id(
     name: str,

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from serve_app.api.body import read_upload
+from serve_app.api.rest.auth import CallerDep, allow, audit_note
 from serve_app.api.rest.bodies import ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses, invalid
@@ -27,8 +28,9 @@ from serve_app.api.rest.models_jobs import (
     JobState,
     SubmitJobRequest,
 )
-from serve_app.errors import FaceserveError
+from serve_app.errors import FaceserveError, NotFound
 from serve_app.service import params
+from serve_app.service.access import Principal
 from serve_app.service.jobs import JobService, job_options
 from serve_app.store.jobs import FINAL_STATES
 
@@ -53,6 +55,14 @@ def _jobs(services: Any) -> JobService:
     if services.jobs is None:
         raise JobsUnavailable("album jobs are not run by this service")
     return services.jobs
+
+
+async def _visible_job(jobs: JobService, job_id: str, caller: Principal) -> Any:
+    """The job, if the caller's key may see its collection (else it does not exist)."""
+    job = await jobs.get(job_id)
+    if not caller.sees(job.collection):
+        raise NotFound(f"job {job_id} not found")
+    return job
 
 
 def _submit_openapi() -> dict[str, Any]:
@@ -105,6 +115,7 @@ async def _save_upload(jobs: JobService, upload: Any) -> tuple[Any, str]:
     response_model=JobOut,
     responses=error_responses(404, 413, 415),
     openapi_extra=_submit_openapi(),
+    dependencies=[allow("write")],
 )
 async def submit_job(name: str, request: Request, services: ServicesDep) -> JobOut:
     jobs = _jobs(services)
@@ -118,11 +129,13 @@ async def submit_job(name: str, request: Request, services: ServicesDep) -> JobO
             raise invalid(exc) from None
         path, filename = await _save_upload(jobs, upload)
         job = await jobs.submit_archive(name, path, filename, job_options(**options.model_dump()))
-        return JobOut.of(job)
-    body = await SUBMIT(request)
-    f = body.fields
-    options = job_options(f.max_faces, f.quality_filter, f.skip_existing, f.image_timeout_s)
-    return JobOut.of(await jobs.submit(name, f.source, options))
+    else:
+        body = await SUBMIT(request)
+        f = body.fields
+        options = job_options(f.max_faces, f.quality_filter, f.skip_existing, f.image_timeout_s)
+        job = await jobs.submit(name, f.source, options)
+    audit_note(request, job_id=job.job_id, source=job.source)
+    return JobOut.of(job)
 
 
 @router.get(
@@ -131,23 +144,34 @@ async def submit_job(name: str, request: Request, services: ServicesDep) -> JobO
     description="Newest first; filtered by collection and/or state.",
     response_model=JobPage,
     responses=error_responses(),
+    dependencies=[allow("read")],
 )
 async def list_jobs(
     services: ServicesDep,
+    caller: CallerDep,
     collection: str | None = None,
     state: JobState | None = None,
     limit: PageLimit = params.DEFAULT_PAGE,
     cursor: Cursor = None,
 ) -> JobPage:
-    found, following = await _jobs(services).list(collection, state, limit, cursor or None)
+    if collection is not None and not caller.sees(collection):
+        return JobPage(jobs=[], next_cursor=None)
+    visible = None if caller.collections is None else sorted(caller.collections)
+    found, following = await _jobs(services).list(
+        collection, state, limit, cursor or None, within=visible
+    )
     return JobPage(jobs=[JobOut.of(j) for j in found], next_cursor=following)
 
 
 @router.get(
-    JOB, summary="A job and its progress", response_model=JobOut, responses=error_responses(404)
+    JOB,
+    summary="A job and its progress",
+    response_model=JobOut,
+    responses=error_responses(404),
+    dependencies=[allow("read")],
 )
-async def get_job(job_id: str, services: ServicesDep) -> JobOut:
-    return JobOut.of(await _jobs(services).get(job_id))
+async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobOut:
+    return JobOut.of(await _visible_job(_jobs(services), job_id, caller))
 
 
 @router.get(
@@ -156,21 +180,32 @@ async def get_job(job_id: str, services: ServicesDep) -> JobOut:
     description="In source order, with a reason code and a message each.",
     response_model=FailurePage,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def job_failures(
     job_id: str,
     services: ServicesDep,
+    caller: CallerDep,
     limit: PageLimit = params.DEFAULT_PAGE,
     cursor: Cursor = None,
 ) -> FailurePage:
+    await _visible_job(_jobs(services), job_id, caller)
     failures, following = await _jobs(services).failures(job_id, limit, cursor or None)
     return FailurePage(failures=[ImageFailureOut.of(f) for f in failures], next_cursor=following)
 
 
 @router.post(
-    JOB + "/pause", summary="Pause a job", response_model=JobOut, responses=error_responses(404)
+    JOB + "/pause",
+    summary="Pause a job",
+    response_model=JobOut,
+    responses=error_responses(404),
+    dependencies=[allow("write")],
 )
-async def pause_job(job_id: str, services: ServicesDep) -> JobOut:
+async def pause_job(
+    job_id: str, request: Request, services: ServicesDep, caller: CallerDep
+) -> JobOut:
+    job = await _visible_job(_jobs(services), job_id, caller)
+    audit_note(request, collection=job.collection, job_id=job.job_id)
     return JobOut.of(await _jobs(services).pause(job_id))
 
 
@@ -179,8 +214,13 @@ async def pause_job(job_id: str, services: ServicesDep) -> JobOut:
     summary="Resume a paused job",
     response_model=JobOut,
     responses=error_responses(404),
+    dependencies=[allow("write")],
 )
-async def resume_job(job_id: str, services: ServicesDep) -> JobOut:
+async def resume_job(
+    job_id: str, request: Request, services: ServicesDep, caller: CallerDep
+) -> JobOut:
+    job = await _visible_job(_jobs(services), job_id, caller)
+    audit_note(request, collection=job.collection, job_id=job.job_id)
     return JobOut.of(await _jobs(services).resume(job_id))
 
 
@@ -190,8 +230,13 @@ async def resume_job(job_id: str, services: ServicesDep) -> JobOut:
     description="Images already indexed stay; the rest are left pending.",
     response_model=JobOut,
     responses=error_responses(404),
+    dependencies=[allow("write")],
 )
-async def cancel_job(job_id: str, services: ServicesDep) -> JobOut:
+async def cancel_job(
+    job_id: str, request: Request, services: ServicesDep, caller: CallerDep
+) -> JobOut:
+    job = await _visible_job(_jobs(services), job_id, caller)
+    audit_note(request, collection=job.collection, job_id=job.job_id)
     return JobOut.of(await _jobs(services).cancel(job_id))
 
 
@@ -205,10 +250,11 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     description="`event: progress` with the job as JSON every second while it changes, then "
     "`event: end` with the final job.",
     responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
+    dependencies=[allow("read")],
 )
-async def job_events(job_id: str, services: ServicesDep) -> StreamingResponse:
+async def job_events(job_id: str, services: ServicesDep, caller: CallerDep) -> StreamingResponse:
     jobs = _jobs(services)
-    first = await jobs.get(job_id)  # a 404 before the stream starts
+    first = await _visible_job(jobs, job_id, caller)  # a 404 before the stream starts
 
     async def events() -> AsyncIterator[str]:
         try:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from serve_app.api.rest.auth import Requirement
 from serve_app.api.rest.models import Health, Readiness
 
 logger = logging.getLogger(__name__)
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 router = APIRouter(tags=["operations"])
+# Who may read /metrics when it is not public.
+METRICS_READER = Requirement("read")
 
 
 @router.get("/healthz", summary="Liveness: the process answers", response_model=Health)
@@ -50,6 +53,9 @@ async def readyz(request: Request) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
+    access = request.app.state.access
+    if access is not None and not access.metrics_public:  # FACESERVE_METRICS_PUBLIC=false
+        await METRICS_READER(request)
     jobs = None
     if request.app.state.job_metrics is not None:
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from serve_app.api.rest.auth import allow, audit_note
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -45,11 +46,16 @@ BY_FACE = ReadBody(SearchPersonsByFaceRequest)
     response_model=PersonOut,
     responses=error_responses(404, 409, 413, 415),
     openapi_extra=CREATE.openapi,
+    dependencies=[allow("write")],
 )
 async def create_person(
-    name: str, services: ServicesDep, body: Annotated[Parsed[CreatePersonRequest], Depends(CREATE)]
+    name: str,
+    request: Request,
+    services: ServicesDep,
+    body: Annotated[Parsed[CreatePersonRequest], Depends(CREATE)],
 ) -> PersonOut:
     f = body.fields
+    audit_note(request, person_ids=[f.person_id])
     person = await services.persons.create_person(
         name, f.person_id, f.metadata, request_token=f.request_token
     )
@@ -62,6 +68,7 @@ async def create_person(
     description="By person id, a page at a time.",
     response_model=PersonPage,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def list_persons(
     name: str,
@@ -82,6 +89,7 @@ async def list_persons(
     response_model=PersonSearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=BY_IMAGE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_persons_by_image(
     name: str,
@@ -99,6 +107,7 @@ async def search_persons_by_image(
     summary="Describe a person",
     response_model=PersonOut,
     responses=error_responses(404),
+    dependencies=[allow("read")],
 )
 async def describe_person(name: str, person_id: str, services: ServicesDep) -> PersonOut:
     return PersonOut.of(await services.persons.get_person(name, person_id))
@@ -111,6 +120,7 @@ async def describe_person(name: str, person_id: str, services: ServicesDep) -> P
     status_code=204,
     response_class=Response,
     responses=error_responses(404),
+    dependencies=[allow("write")],
 )
 async def delete_person(
     name: str,
@@ -133,10 +143,12 @@ async def delete_person(
     response_model=AssociationResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=ASSOCIATE.openapi,
+    dependencies=[allow("write")],
 )
 async def associate_faces(
     name: str,
     person_id: str,
+    request: Request,
     services: ServicesDep,
     body: Annotated[Parsed[AssociateFacesRequest], Depends(ASSOCIATE)],
 ) -> AssociationResponse:
@@ -144,6 +156,7 @@ async def associate_faces(
     result = await services.persons.associate_faces(
         name, person_id, f.face_ids, threshold=f.threshold, request_token=f.request_token
     )
+    audit_note(request, face_ids=f.face_ids)
     return AssociationResponse.of(result)
 
 
@@ -153,6 +166,7 @@ async def associate_faces(
     response_model=AssociationResponse,
     responses=error_responses(404, 413, 415),
     openapi_extra=DISASSOCIATE.openapi,
+    dependencies=[allow("write")],
 )
 async def disassociate_faces(
     name: str,
@@ -174,6 +188,7 @@ async def disassociate_faces(
     response_model=PersonOut,
     responses=error_responses(404, 413, 415),
     openapi_extra=MERGE.openapi,
+    dependencies=[allow("write")],
 )
 async def merge_persons(
     name: str,
@@ -192,6 +207,7 @@ async def merge_persons(
     response_model=PersonSearchResponse,
     responses=error_responses(404, 413, 415, 422),
     openapi_extra=BY_FACE.openapi,
+    dependencies=[allow("read")],
 )
 async def search_persons_by_face(
     name: str,

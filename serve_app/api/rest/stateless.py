@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from serve_app.api.rest.auth import allow
 from serve_app.api.rest.bodies import Parsed, ReadBody
 from serve_app.api.rest.deps import ServicesDep
 from serve_app.api.rest.errors import error_responses
@@ -32,6 +33,7 @@ COMPARE = ReadBody(CompareRequest)
     response_model=DetectResponse,
     responses=error_responses(*IMAGE_ERRORS),
     openapi_extra=DETECT.openapi,
+    dependencies=[allow("read")],
 )
 async def detect(
     services: ServicesDep, body: Annotated[Parsed[DetectRequest], Depends(DETECT)]
@@ -50,6 +52,7 @@ async def detect(
     response_model=CompareResponse,
     responses=error_responses(*IMAGE_ERRORS),
     openapi_extra=COMPARE.openapi,
+    dependencies=[allow("read")],
 )
 async def compare(
     services: ServicesDep, body: Annotated[Parsed[CompareRequest], Depends(COMPARE)]
