@@ -18,6 +18,11 @@ RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # a local ray.init would otherwise turn on token auth
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # Serve's housekeeping on 2 cores: its controller loop every 0.5 s (not 0.1 s) and each
+    # replica's metrics every 1 s (not 0.1 s). Measured idle: ~14% of a core before, which an
+    # album job or a burst of searches would rather have.
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
 }
 
 

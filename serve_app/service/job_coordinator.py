@@ -152,15 +152,18 @@ class JobCoordinator:
             log.exception("album job %s: listing its source failed", job.job_id)
             self.jobs.fail_job(job.job_id, f"cannot list the source: {type(err).__name__}")
 
-    def run(self, stop: threading.Event, interval_s: float = 0.5) -> None:
-        """Rounds until `stop` is set; a failing round (database down) is retried."""
+    def run(self, stop: threading.Event, interval_s: float = 0.5, idle_s: float = 2.0) -> None:
+        """Rounds until `stop` is set, every `interval_s` while there is work (workers or
+        sources to list), every `idle_s` otherwise; a failing round (database down) is
+        retried."""
         while not stop.is_set():
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the loop must outlive an outage
                 log.exception("album jobs: coordinator round failed")
                 stop.wait(2.0)
-            stop.wait(interval_s)
+            busy = bool(self.pool.names() or self._listing)
+            stop.wait(interval_s if busy else max(interval_s, idle_s))
         for name in self.pool.names():
             self.pool.stop(name)
 

@@ -94,7 +94,7 @@ class LocalJobs:
         self.coordinator = JobCoordinator(jobs, settings, self.pool, self.transport)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self.coordinator.run, args=(self._stop, 0.1), daemon=True
+            target=self.coordinator.run, args=(self._stop, 0.1, 0.1), daemon=True
         )
 
     def __enter__(self) -> LocalJobs:
