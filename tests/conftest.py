@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,29 @@ def insightface_image(name: str) -> Path:
     spec = importlib.util.find_spec("insightface")
     assert spec is not None and spec.origin is not None
     return Path(spec.origin).parent / "data" / "images" / name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_server(env: dict[str, str]) -> Iterator[str]:
+    """moto's standalone server (S3, SQS, …) with these AWS_* variables set; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

@@ -35,10 +35,11 @@ from serve_app.service.album_sources import (
     parse_source,
 )
 from serve_app.service.analysis import ImageFaces, detect_faces
+from serve_app.service.faces import new_face
 from serve_app.service.quality_filter import QualityFilter, select_faces
 from serve_app.store.jobs import ClaimedImage, JobStore
 from serve_app.store.photo_cipher import PhotoCipher
-from serve_app.store.records import NewFace, NewImage
+from serve_app.store.records import NewImage
 from serve_app.vision.packs.base import ModelPack
 
 log = logging.getLogger(__name__)
@@ -169,14 +170,7 @@ class AlbumIndexer:
             return "skipped"
         metadata = {"source_key": claim.key, "job_id": claim.job_id}
         faces = [
-            NewFace(
-                bounding_box=face.box.to_dict(),
-                landmarks=[[float(x), float(y)] for x, y in face.landmarks],
-                confidence=float(face.confidence),
-                quality=face.quality.to_dict(),
-                embedding=vectors[n],
-                metadata=metadata,
-            )
+            new_face(face, vectors[n], metadata)
             for n, face in enumerate(p.faces.faces[i] for i in p.keep)
         ]
         try:

@@ -66,6 +66,18 @@ class CompareResult:
     unmatched: list[DetectedFace] = field(default_factory=list)
 
 
+def new_face(face: DetectedFace, embedding: np.ndarray, metadata: dict) -> NewFace:
+    """A detected face as the store indexes it."""
+    return NewFace(
+        bounding_box=face.box.to_dict(),
+        landmarks=[[float(x), float(y)] for x, y in face.landmarks],
+        confidence=float(face.confidence),
+        quality=face.quality.to_dict(),
+        embedding=embedding,
+        metadata=metadata,
+    )
+
+
 def _require_quality(face: DetectedFace, quality_filter: str | None, role: str) -> None:
     if quality_filter is None:
         return
@@ -154,17 +166,7 @@ class FaceService:
         if keep:
             chosen = [found.faces[i] for i in keep]
             vectors = await pipeline.embed(np.stack([f.chip for f in chosen]))
-            new_faces = [
-                NewFace(
-                    bounding_box=f.box.to_dict(),
-                    landmarks=[[float(x), float(y)] for x, y in f.landmarks],
-                    confidence=float(f.confidence),
-                    quality=f.quality.to_dict(),
-                    embedding=vectors[n],
-                    metadata=metadata,
-                )
-                for n, f in enumerate(chosen)
-            ]
+            new_faces = [new_face(f, vectors[n], metadata) for n, f in enumerate(chosen)]
             cipher = self.context.photo_cipher
             photo = cipher.seal(image) if self.context.store_images and cipher else None
             records = await self.storage.add_faces(

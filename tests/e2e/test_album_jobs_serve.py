@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,13 @@ from serve_app.service.album_sources import external_image_id_for
 from serve_app.service.analysis import detect_faces
 from serve_app.service.quality_filter import QualityFilter, select_faces
 from serve_app.store.embedded import EmbeddedPostgres
-from tests.conftest import insightface_image
+from tests.conftest import free_port, insightface_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FACESERVE = Path(sys.executable).parent / "faceserve"
 FINAL = ("succeeded", "failed", "cancelled")
 ADMIN_KEY = "album-e2e-" + "a" * 40
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -145,7 +138,7 @@ def service(
         "FACESERVE_JOB_IMAGE_TIMEOUT_S": "15",
         "FACESERVE_ADMIN_KEY": ADMIN_KEY,
     }
-    svc = ServiceProcess(env, _free_port())
+    svc = ServiceProcess(env, free_port())
     svc.start()
     try:
         yield svc

@@ -4,14 +4,12 @@ thread workers, small albums made from the photos that ship in PyPI packages."""
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image, ImageOps
 
 from serve_app.config import Settings
@@ -21,7 +19,7 @@ from serve_app.service.job_transport import PostgresTransport
 from serve_app.store.embedded import EmbeddedPostgres
 from serve_app.store.jobs import JobStore
 from serve_app.store.store import Store
-from tests.conftest import insightface_image
+from tests.conftest import insightface_image, moto_server
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -128,22 +126,8 @@ def local_jobs(job_store: JobStore, job_settings: Settings, pack) -> Callable[..
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def aws_endpoint() -> Iterator[str]:
     """moto's standalone server (S3 and SQS), with the AWS_* variables boto3 reads."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in AWS_ENV.items():
-            env.setenv(name, value)
-        port = _free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.stop()
+    with moto_server(AWS_ENV) as url:
+        yield url

@@ -5,7 +5,6 @@ PostgreSQL; moto's standalone S3 server stands in for S3 (which cannot be reache
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,6 @@ import boto3
 import pytest
 import uvicorn
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from serve_app.api import build_rest_app
 from serve_app.config import RekognitionConfig, Settings
@@ -25,6 +23,7 @@ from serve_app.service.services import Services
 from serve_app.store import EmbeddedPostgres, Store
 from serve_app.store.security import SecurityStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
+from tests.conftest import free_port, moto_server
 
 KEY_ID = "AKIAFACESERVETEST001"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYFACESERVE"
@@ -38,25 +37,11 @@ S3_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server, and the standard AWS_* variables the service's S3 client reads."""
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in S3_ENV.items():
-            env.setenv(name, value)
-        port = free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.stop()
+    with moto_server(S3_ENV) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

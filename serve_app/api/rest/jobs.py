@@ -65,6 +65,16 @@ async def _visible_job(jobs: JobService, job_id: str, caller: Principal) -> Any:
     return job
 
 
+async def _change(
+    job_id: str, request: Request, services: Any, caller: Principal, action: str
+) -> JobOut:
+    """Pause, resume or cancel a job the caller may see, noted in the audit log."""
+    jobs = _jobs(services)
+    job = await _visible_job(jobs, job_id, caller)
+    audit_note(request, collection=job.collection, job_id=job.job_id)
+    return JobOut.of(await getattr(jobs, action)(job.job_id))
+
+
 def _submit_openapi() -> dict[str, Any]:
     options = JobOptions.model_json_schema()
     form = {name: schema for name, schema in options.get("properties", {}).items()}
@@ -204,9 +214,7 @@ async def job_failures(
 async def pause_job(
     job_id: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> JobOut:
-    job = await _visible_job(_jobs(services), job_id, caller)
-    audit_note(request, collection=job.collection, job_id=job.job_id)
-    return JobOut.of(await _jobs(services).pause(job_id))
+    return await _change(job_id, request, services, caller, "pause")
 
 
 @router.post(
@@ -219,9 +227,7 @@ async def pause_job(
 async def resume_job(
     job_id: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> JobOut:
-    job = await _visible_job(_jobs(services), job_id, caller)
-    audit_note(request, collection=job.collection, job_id=job.job_id)
-    return JobOut.of(await _jobs(services).resume(job_id))
+    return await _change(job_id, request, services, caller, "resume")
 
 
 @router.post(
@@ -235,9 +241,7 @@ async def resume_job(
 async def cancel_job(
     job_id: str, request: Request, services: ServicesDep, caller: CallerDep
 ) -> JobOut:
-    job = await _visible_job(_jobs(services), job_id, caller)
-    audit_note(request, collection=job.collection, job_id=job.job_id)
-    return JobOut.of(await _jobs(services).cancel(job_id))
+    return await _change(job_id, request, services, caller, "cancel")
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:
