@@ -135,6 +135,26 @@ def _source_and_archive(source: str) -> tuple[str | None, Path | None]:
     raise InvalidParameter(f"{source} is not an s3:// or file:// URL, a folder or an archive")
 
 
+TAR_PREFIX = "faceserve-upload-"
+
+
+def _tar_of(folder: Path) -> Path:
+    """An uncompressed tar of the folder's images (relative paths), in a temporary file."""
+    import tarfile
+    import tempfile
+
+    from serve_app.service.album_sources import is_image_name
+
+    handle, name = tempfile.mkstemp(prefix=TAR_PREFIX, suffix=".tar")
+    os.close(handle)
+    with tarfile.open(name, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder).as_posix()
+            if path.is_file() and not path.is_symlink() and is_image_name(relative):
+                tar.add(path, arcname=relative, recursive=False)
+    return Path(name)
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "max_faces": args.max_faces,
@@ -204,13 +224,26 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
             raise
         client.json("POST", "/v1/collections", {"name": args.collection})
         print(f"created collection {args.collection}", file=sys.stderr)
-    if archive is not None:
+    path = f"/v1/collections/{name}/jobs"
+    job = None
+    if archive is None:
+        try:
+            job = client.json("POST", path, {"source": source, **_options(args)})
+        except ApiError as err:
+            folder = Path(urllib.parse.urlparse(source or "").path)
+            if not (source or "").startswith("file://") or not folder.is_dir() or err.status != 400:
+                raise
+            # The service may not read this folder itself: send it over as an archive.
+            print(f"the service does not read {folder} itself; sending its images", file=sys.stderr)
+            archive = _tar_of(folder)
+    if job is None:
+        assert archive is not None
         print(f"uploading {archive} ({archive.stat().st_size / 1e6:.1f} MB) …", file=sys.stderr)
-        job = client.upload(f"/v1/collections/{name}/jobs", archive, _options(args))
-    else:
-        job = client.json(
-            "POST", f"/v1/collections/{name}/jobs", {"source": source, **_options(args)}
-        )
+        try:
+            job = client.upload(path, archive, _options(args))
+        finally:
+            if archive.name.startswith(TAR_PREFIX):
+                archive.unlink(missing_ok=True)
     job_id = job["job_id"]
     print(f"job {job_id} submitted", file=sys.stderr)
     progress = Progress(args.quiet)
