@@ -114,6 +114,15 @@ class VectorIndex(ABC):
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the backend holds (connections to an external service)."""
 
+    def attach(self, engine: Engine) -> None:  # noqa: B027 (optional hook)
+        """Called once by the store that uses this backend, with its engine (a backend that
+        keeps state of its own beside PostgreSQL reads it through that engine)."""
+
+    def warm(self, conn: Connection, collection: CollectionRecord) -> str | None:
+        """Start loading what the backend keeps in memory for this collection; returns the
+        state of that copy (None: the backend keeps nothing)."""
+        return None
+
     def after_commit(self, engine: Engine, collection: CollectionRecord) -> None:  # noqa: B027 (optional hook)
         """Called after a transaction that added or deleted vectors has committed. Never
         raises: what it cannot do stays pending for `repair`."""
