@@ -169,12 +169,12 @@ class Settings(BaseSettings):
     # the README, "Search at scale"): on/off, the memory cap of one replica's indexes
     # together (past it a collection is searched in PostgreSQL), the size from which a
     # collection gets one, the seconds between reads of the change log (how stale another
-    # replica's writes may be), and the HNSW candidates kept per search.
+    # replica's writes may be), and the candidates of the PQ scan scored exactly.
     local_index: bool = True
     local_index_max_bytes: int = Field(default=8 * 2**30, ge=0)
     local_index_min_faces: int = Field(default=5_000, ge=0)
     local_index_poll_s: float = Field(default=0.2, gt=0, le=60)
-    local_index_ef_search: int = Field(default=512, ge=16, le=16_384)
+    local_index_rerank: int = Field(default=500, ge=10, le=100_000)
 
     @property
     def local_index_config(self) -> LocalIndexConfig | None:
@@ -187,7 +187,7 @@ class Settings(BaseSettings):
             max_bytes=self.local_index_max_bytes,
             min_faces=self.local_index_min_faces,
             poll_interval_s=self.local_index_poll_s,
-            ef_search=self.local_index_ef_search,
+            rerank=self.local_index_rerank,
         )
 
     @property

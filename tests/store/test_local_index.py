@@ -69,16 +69,20 @@ def exact_top(vectors: np.ndarray, ids: list[str], query: np.ndarray, k: int) ->
     return [ids[i] for i in order]
 
 
-def test_local_index_finds_what_exact_search_finds(replicas, faces) -> None:
-    a, _ = replicas
+@pytest.mark.parametrize("coarse_from", [5_000, 100], ids=["exact scan", "PQ scan"])
+def test_local_index_finds_what_exact_search_finds(postgres, store, faces, coarse_from) -> None:
     record, ids, vectors = faces
-    warm(a, record.name)
-    assert local_state(a, record.name)["vectors"] == len(ids)
-    for query in unit_vectors(np.random.default_rng(6), 20, DIM):
-        found = a.search(record.name, query, 10, -1.0)
-        assert [f.face_id for f, _ in found] == exact_top(vectors, ids, query, 10)
-        want = np.sort(vectors @ query)[::-1][:10]
-        assert np.allclose([score for _, score in found], want, atol=1e-5)
+    local = replica(postgres, coarse_from=coarse_from, rerank=120)
+    try:
+        warm(local, record.name)
+        assert local_state(local, record.name)["vectors"] == len(ids)
+        for query in unit_vectors(np.random.default_rng(6), 20, DIM):
+            found = local.search(record.name, query, 10, -1.0)
+            assert [f.face_id for f, _ in found] == exact_top(vectors, ids, query, 10)
+            want = np.sort(vectors @ query)[::-1][:10]
+            assert np.allclose([score for _, score in found], want, atol=1e-5)
+    finally:
+        local.close()
 
 
 def test_a_write_on_one_replica_is_found_on_the_other_within_the_bound(replicas, faces) -> None:

@@ -1,9 +1,12 @@
 """Replica-local ANN indexes of pgvector collections, kept in step with the database.
 
 pgvector's HNSW index loses recall as a collection grows (0.33 recall@10 at 1M vectors with
-our settings, see BENCHMARKS.md). Each Search replica therefore keeps, per large collection,
-an in-memory FAISS HNSW index of the vectors (M=32, exact float32 inner products on
-normalised vectors, so its scores are exact cosines). PostgreSQL stays the source of truth:
+our settings, see BENCHMARKS.md), and so does an in-process HNSW graph on face-like data
+(FAISS M=32: 0.79 at ef_search 512). Each Search replica therefore keeps, per large
+collection, the normalised float32 vectors in memory and scans them all, per query, as 4-bit
+PQ codes (FAISS fast-scan, 64 bytes a 128-D vector), then scores the best `rerank`
+candidates exactly: recall that does not fall with size, at a cost linear in it.
+PostgreSQL stays the source of truth:
 
 - **built from PostgreSQL** in the background, on the first search of a large collection (or
   at the replica's start): chunks of `face_vectors` read with binary COPY, each in its own
@@ -59,17 +62,25 @@ class LocalIndexConfig:
     min_faces: int = 5_000
     # Seconds between two reads of the change log (the bound on cross-replica staleness).
     poll_interval_s: float = 0.2
-    hnsw_m: int = 32
-    ef_construction: int = 64
-    # Candidates kept while searching: measured 0.99+ recall@10 at 1M 128-D (BENCHMARKS.md).
-    ef_search: int = 512
-    # Rebuild a collection's index once this share of its nodes are deleted faces.
+    # Candidates of the 4-bit PQ scan scored exactly (measured: recall@10 1.0 at 1M 128-D
+    # with 500, BENCHMARKS.md), and the size from which that scan is used (below it, every
+    # vector is scored exactly).
+    rerank: int = 500
+    coarse_from: int = 20_000
+    # Rebuild a collection's index once this share of its rows are deleted faces.
     rebuild_deleted_share: float = 0.25
 
+    @staticmethod
+    def subquantizers(dim: int) -> int:
+        """PQ sub-vectors of the coarse scan: one per dimension up to 128 (4 bits each)."""
+        for m in (128, 64, 32, 16, 8, 4, 2, 1):
+            if m <= dim and dim % m == 0:
+                return m
+        return 1
+
     def bytes_per_vector(self, dim: int) -> int:
-        """Estimated memory of one vector: float32 values, level-0 links (2M int32), the id
-        map, levels and upper-level links (measured in BENCHMARKS.md)."""
-        return 4 * dim + 8 * self.hnsw_m + 40
+        """Memory of one vector: normalised float32 values, its 4-bit PQ code, seq, alive."""
+        return 4 * dim + self.subquantizers(dim) // 2 + 9
 
 
 class _ReadWriteLock:
@@ -112,22 +123,24 @@ class _ReadWriteLock:
 
 
 class LocalIndex:
-    """One collection's vectors in a FAISS HNSW index, by face `seq`."""
+    """One collection's vectors by face `seq`: normalised float32 rows, searched exactly
+    below `config.coarse_from` rows and above it through a FAISS fast-scan PQ index whose
+    `config.rerank` best candidates are then scored exactly."""
 
-    def __init__(self, collection: CollectionRecord, config: LocalIndexConfig) -> None:
-        import faiss  # imported when first needed: only Search replicas build indexes
-
-        self._faiss = faiss
+    def __init__(
+        self, collection: CollectionRecord, config: LocalIndexConfig, capacity: int = 1024
+    ) -> None:
         self.collection_id = collection.id
         self.schema_name = collection.schema_name
         self.dim = collection.embedding_dim
         self.config = config
-        hnsw = faiss.IndexHNSWFlat(self.dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = config.ef_construction
-        self._hnsw = hnsw
-        self._index = faiss.IndexIDMap(hnsw)
-        self._present = np.zeros(1 << 16, dtype=np.uint8)  # bit per face seq: searchable
-        self.nodes = 0  # vectors in the graph, deleted ones included
+        capacity = max(1024, capacity)
+        self._vectors = np.empty((capacity, self.dim), dtype=np.float32)
+        self._seqs = np.empty(capacity, dtype=np.int64)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._present = np.zeros(1 << 12, dtype=np.uint8)  # bit per face seq: indexed
+        self._coarse: Any = None  # faiss IndexPQFastScan over rows [0, nodes)
+        self.nodes = 0  # rows, deleted ones included
         self.alive = 0
         self.watermark = "0"  # xid8: change-log rows of older transactions are applied
         self.synced_at = 0.0
@@ -141,12 +154,31 @@ class LocalIndex:
     def estimated_bytes(self) -> int:
         return self.nodes * self.config.bytes_per_vector(self.dim) + self._present.nbytes
 
+    @property
+    def needs_rebuild(self) -> bool:
+        """Too many deleted rows, or grown past the size that needs a trained coarse index."""
+        deleted = self.nodes - self.alive
+        if deleted > 1_000 and deleted > self.config.rebuild_deleted_share * self.nodes:
+            return True
+        return self._coarse is None and self.alive >= 2 * self.config.coarse_from
+
     def _has(self, seqs: np.ndarray) -> np.ndarray:
         inside = seqs < self._present.size * 8
         found = np.zeros(len(seqs), dtype=bool)
         s = seqs[inside]
-        found[inside] = (self._present[s >> 3] >> (s & 7).astype(np.uint8)) & 1 == 1
+        found[inside] = ((self._present[s >> 3] >> (s & 7).astype(np.uint8)) & 1) == 1
         return found
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train the coarse index on a sample of the collection's vectors (before any add)."""
+        import faiss  # imported when first needed: only Search replicas build indexes
+
+        assert self.nodes == 0
+        coarse = faiss.index_factory(
+            self.dim, f"PQ{self.config.subquantizers(self.dim)}x4fs", faiss.METRIC_INNER_PRODUCT
+        )
+        coarse.train(_normalised(sample))
+        self._coarse = coarse
 
     def add(self, seqs: np.ndarray, vectors: np.ndarray) -> int:
         """Add the vectors of faces not in the index yet (adds are replayed idempotently);
@@ -154,65 +186,89 @@ class LocalIndex:
         seqs = np.asarray(seqs, dtype=np.int64)
         if len(seqs) == 0:
             return 0
-        fresh = ~self._has(seqs)
         _, first = np.unique(seqs, return_index=True)  # a seq once, even if replayed twice
-        once = np.zeros(len(seqs), dtype=bool)
-        once[first] = True
-        keep = fresh & once
+        keep = np.zeros(len(seqs), dtype=bool)
+        keep[first] = True
+        keep &= ~self._has(seqs)
         seqs, vectors = seqs[keep], np.asarray(vectors, dtype=np.float32)[keep]
         if len(seqs) == 0:
             return 0
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+        vectors = _normalised(vectors)
         for lo in range(0, len(seqs), _ADD_CHUNK):
-            chunk = seqs[lo : lo + _ADD_CHUNK]
+            chunk, rows = seqs[lo : lo + _ADD_CHUNK], vectors[lo : lo + _ADD_CHUNK]
             with self.lock.writing():
-                needed = int(chunk.max()) // 8 + 1
-                if needed > self._present.size:
-                    grown = np.zeros(max(needed, 2 * self._present.size), dtype=np.uint8)
-                    grown[: self._present.size] = self._present
-                    self._present = grown
-                self._index.add_with_ids(vectors[lo : lo + _ADD_CHUNK], chunk)
+                self._reserve(self.nodes + len(chunk), int(chunk.max()))
+                at = slice(self.nodes, self.nodes + len(chunk))
+                self._vectors[at] = rows
+                self._seqs[at] = chunk
+                self._alive[at] = True
+                if self._coarse is not None:
+                    self._coarse.add(rows)
                 np.bitwise_or.at(self._present, chunk >> 3, (1 << (chunk & 7)).astype(np.uint8))
                 self.nodes += len(chunk)
                 self.alive += len(chunk)
         return len(seqs)
 
+    def _reserve(self, rows: int, max_seq: int) -> None:
+        if rows > len(self._seqs):
+            size = max(rows, int(len(self._seqs) * 1.5))
+            self._vectors = np.resize(self._vectors, (size, self.dim))
+            self._seqs = np.resize(self._seqs, size)
+            alive = np.zeros(size, dtype=bool)
+            alive[: self.nodes] = self._alive[: self.nodes]
+            self._alive = alive
+        if max_seq // 8 + 1 > self._present.size:
+            grown = np.zeros(max(max_seq // 8 + 1, 2 * self._present.size), dtype=np.uint8)
+            grown[: self._present.size] = self._present
+            self._present = grown
+
     def delete(self, seqs: np.ndarray) -> None:
-        """Make these faces unsearchable (their graph nodes stay until a rebuild)."""
+        """Make these faces unsearchable (their rows stay until a rebuild)."""
         seqs = np.unique(np.asarray(seqs, dtype=np.int64))
         with self.lock.writing():
             seqs = seqs[self._has(seqs)]
+            if len(seqs) == 0:
+                return
+            rows = np.flatnonzero(np.isin(self._seqs[: self.nodes], seqs))
+            self._alive[rows] = False
             np.bitwise_and.at(
                 self._present, seqs >> 3, (~(1 << (seqs & 7))).astype(np.uint8) & 0xFF
             )
             self.alive -= len(seqs)
 
-    @property
-    def needs_rebuild(self) -> bool:
-        deleted = self.nodes - self.alive
-        return deleted > 1_000 and deleted > self.config.rebuild_deleted_share * self.nodes
-
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Up to `k` (face seq, cosine) nearest to `vector`, most similar first."""
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        faiss = self._faiss
+        """Up to `k` (face seq, exact cosine) nearest to `vector`, most similar first."""
+        query = _normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         with self.lock.reading():
+            n = self.nodes
             if self.alive == 0:
                 return []
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.config.ef_search, k)
-            if self.alive < self.nodes:  # skip deleted faces inside the graph walk
-                present = self._present
-                selector = faiss.IDSelectorBitmap(present.size, faiss.swig_ptr(present))
-                params.sel = selector
-            distances, labels = self._index.search(query, min(k, self.alive), params=params)
+            if self._coarse is None:
+                rows = np.flatnonzero(self._alive[:n])
+                scores = self._vectors[rows] @ query[0] if self.alive < n else None
+                if scores is None:
+                    rows, scores = np.arange(n), self._vectors[:n] @ query[0]
+            else:
+                wanted = min(n, max(self.config.rerank, 2 * k))
+                _, candidates = self._coarse.search(query, wanted)
+                rows = candidates[0][candidates[0] >= 0]
+                rows = rows[self._alive[rows]]
+                scores = self._vectors[rows] @ query[0]
+            if len(rows) > k:
+                best = np.argpartition(-scores, k)[:k]
+                rows, scores = rows[best], scores[best]
+            order = np.argsort(-scores, kind="stable")
+            seqs = self._seqs[rows[order]]
+            scores = scores[order]
         return [
-            (int(seq), min(1.0, max(-1.0, float(d))))
-            for seq, d in zip(labels[0], distances[0], strict=True)
-            if seq >= 0
+            (int(seq), min(1.0, max(-1.0, float(score))))
+            for seq, score in zip(seqs, scores, strict=True)
         ]
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 class LocalIndexes:
@@ -352,13 +408,15 @@ class LocalIndexes:
             with self._lock:
                 self._state[collection.id] = "over memory cap"
             return
-        index = LocalIndex(collection, self.config)
+        index = LocalIndex(collection, self.config, capacity=int(count * 1.05) + 1024)
         index.watermark = watermark
         after = -1
         while not self._stop.is_set():
             seqs, vectors = self._read_chunk(collection, after)
             if len(seqs) == 0:
                 break
+            if after < 0 and count >= self.config.coarse_from:
+                index.train(vectors)  # on the first chunk (up to 50,000 vectors)
             index.add(seqs, vectors)
             after = int(seqs[-1])
         self._sync(index)
