@@ -344,7 +344,10 @@ class Store:
             query = check.embedding(vector, collection.embedding_dim, collection_name)
             hits = self._access.index(collection).search(conn, collection, query, k, min_cos)
             records = {r.face_id: r for r in faces_by_id(conn, collection, [h[0] for h in hits])}
-        return [(records[face_id], score) for face_id, score in hits if face_id in records]
+        # A backend's own copy may still hold a face just deleted: it is not in `records`
+        # (and such a backend returns a few more than k for it).
+        found = [(records[face_id], score) for face_id, score in hits if face_id in records]
+        return found[:k]
 
     def vector_stats(self, collection_name: str) -> dict[str, Any]:
         """Facts about a collection's vectors: how many, and for Pinecone the index, its own

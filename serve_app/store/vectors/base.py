@@ -75,7 +75,9 @@ class VectorIndex(ABC):
         k: int,
         min_cosine: float,
     ) -> list[tuple[str, float]]:
-        """Up to `k` (face_id, cosine similarity) at or above `min_cosine`, most similar first."""
+        """Up to `k` (face_id, cosine similarity) at or above `min_cosine`, most similar first.
+        A backend whose copy may lag behind deletions returns a few more: the store keeps
+        the first `k` faces that exist."""
 
     @abstractmethod
     def search_persons(

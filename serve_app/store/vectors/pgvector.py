@@ -184,10 +184,10 @@ class PgVectorIndex(VectorIndex):
     ) -> list[tuple[str, float]]:
         local = self._local_index(conn, collection)
         if local is not None:
+            # A few more than k: faces deleted but not yet applied locally are dropped by
+            # the caller, who reads the hits back from `faces`.
             hits = local.search(vector, k + _LOCAL_SLACK)
-            ids = _face_ids_by_seq(conn, collection, [seq for seq, _ in hits])
-            found = [(ids[seq], cosine) for seq, cosine in hits if seq in ids][:k]
-            return [(face_id, cosine) for face_id, cosine in found if cosine >= min_cosine]
+            return [(face_id, cosine) for _, face_id, cosine in hits if cosine >= min_cosine]
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
         exact = k > MAX_EF_SEARCH or self._holds_fewer_than(conn, table, EXACT_SEARCH_BELOW)
         if exact:
@@ -378,17 +378,6 @@ def _log_changes(
     )
 
 
-def _face_ids_by_seq(
-    conn: Connection, collection: CollectionRecord, seqs: Sequence[int]
-) -> dict[int, str]:
-    """Face ids by seq, of the faces committed now (a deleted face is left out)."""
-    if not seqs:
-        return {}
-    faces = tables_for(collection.schema_name).faces
-    rows = conn.execute(select(faces.c.seq, faces.c.id).where(faces.c.seq.in_(list(seqs))))
-    return {int(seq): str(face_id) for seq, face_id in rows}
-
-
 def _search_persons_locally(
     conn: Connection,
     local: LocalIndex,
@@ -408,7 +397,7 @@ def _search_persons_locally(
         return []
     faces = tables_for(collection.schema_name).faces
     query = select(faces.c.seq, faces.c.person_id).where(
-        faces.c.seq.in_([seq for seq, _ in hits]), faces.c.person_id.is_not(None)
+        faces.c.seq.in_([seq for seq, _, _ in hits]), faces.c.person_id.is_not(None)
     )
     if exclude_person is not None:
         query = query.where(faces.c.person_id != exclude_person)
@@ -416,11 +405,11 @@ def _search_persons_locally(
         query = query.where(faces.c.id != exclude_face)
     person_of = {int(seq): str(person) for seq, person in conn.execute(query)}
     best: dict[str, float] = {}
-    for seq, cosine in hits:  # most similar first: a person's first hit is its best
+    for seq, _, cosine in hits:  # most similar first: a person's first hit is its best
         person = person_of.get(seq)
         if person is not None and person not in best:
             best[person] = cosine
-    if len(best) < k and len(hits) == n and hits[-1][1] >= min_cosine:
+    if len(best) < k and len(hits) == n and hits[-1][2] >= min_cosine:
         return None
     ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
     return [(person, cosine) for person, cosine in ranked if cosine >= min_cosine]

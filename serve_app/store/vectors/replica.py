@@ -31,6 +31,7 @@ import io
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 _GONE = {"42P01", "3F000"}
 _BUILD_CHUNK = 50_000  # rows per COPY while building (64-200 MB at 512-D)
 _ADD_CHUNK = 2_000  # vectors added per write-lock hold, so searches never wait long
+# Change-log rows are kept a day: longer than any write transaction stays open.
+_LOG_KEPT_S = 24 * 3600
+_PRUNE_EVERY_S = 600
 _HORIZON = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
 
 
@@ -79,8 +83,9 @@ class LocalIndexConfig:
         return 1
 
     def bytes_per_vector(self, dim: int) -> int:
-        """Memory of one vector: normalised float32 values, its 4-bit PQ code, seq, alive."""
-        return 4 * dim + self.subquantizers(dim) // 2 + 9
+        """Memory of one vector: normalised float32 values, its 4-bit PQ code, seq, face id,
+        alive."""
+        return 4 * dim + self.subquantizers(dim) // 2 + 25
 
 
 class _ReadWriteLock:
@@ -137,6 +142,7 @@ class LocalIndex:
         capacity = max(1024, capacity)
         self._vectors = np.empty((capacity, self.dim), dtype=np.float32)
         self._seqs = np.empty(capacity, dtype=np.int64)
+        self._face_ids = np.empty((capacity, 16), dtype=np.uint8)  # uuid bytes
         self._alive = np.zeros(capacity, dtype=bool)
         self._present = np.zeros(1 << 12, dtype=np.uint8)  # bit per face seq: indexed
         self._coarse: Any = None  # faiss IndexPQFastScan over rows [0, nodes)
@@ -180,7 +186,7 @@ class LocalIndex:
         coarse.train(_normalised(sample))
         self._coarse = coarse
 
-    def add(self, seqs: np.ndarray, vectors: np.ndarray) -> int:
+    def add(self, seqs: np.ndarray, face_ids: np.ndarray, vectors: np.ndarray) -> int:
         """Add the vectors of faces not in the index yet (adds are replayed idempotently);
         returns how many were new."""
         seqs = np.asarray(seqs, dtype=np.int64)
@@ -191,16 +197,19 @@ class LocalIndex:
         keep[first] = True
         keep &= ~self._has(seqs)
         seqs, vectors = seqs[keep], np.asarray(vectors, dtype=np.float32)[keep]
+        face_ids = np.asarray(face_ids, dtype=np.uint8)[keep]
         if len(seqs) == 0:
             return 0
         vectors = _normalised(vectors)
         for lo in range(0, len(seqs), _ADD_CHUNK):
             chunk, rows = seqs[lo : lo + _ADD_CHUNK], vectors[lo : lo + _ADD_CHUNK]
+            ids = face_ids[lo : lo + _ADD_CHUNK]
             with self.lock.writing():
                 self._reserve(self.nodes + len(chunk), int(chunk.max()))
                 at = slice(self.nodes, self.nodes + len(chunk))
                 self._vectors[at] = rows
                 self._seqs[at] = chunk
+                self._face_ids[at] = ids
                 self._alive[at] = True
                 if self._coarse is not None:
                     self._coarse.add(rows)
@@ -214,6 +223,7 @@ class LocalIndex:
             size = max(rows, int(len(self._seqs) * 1.5))
             self._vectors = np.resize(self._vectors, (size, self.dim))
             self._seqs = np.resize(self._seqs, size)
+            self._face_ids = np.resize(self._face_ids, (size, 16))
             alive = np.zeros(size, dtype=bool)
             alive[: self.nodes] = self._alive[: self.nodes]
             self._alive = alive
@@ -236,8 +246,8 @@ class LocalIndex:
             )
             self.alive -= len(seqs)
 
-    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Up to `k` (face seq, exact cosine) nearest to `vector`, most similar first."""
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, str, float]]:
+        """Up to `k` (face seq, face id, exact cosine) nearest to `vector`, best first."""
         query = _normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         with self.lock.reading():
             n = self.nodes
@@ -259,10 +269,11 @@ class LocalIndex:
                 rows, scores = rows[best], scores[best]
             order = np.argsort(-scores, kind="stable")
             seqs = self._seqs[rows[order]]
+            face_ids = self._face_ids[rows[order]]
             scores = scores[order]
         return [
-            (int(seq), min(1.0, max(-1.0, float(score))))
-            for seq, score in zip(seqs, scores, strict=True)
+            (int(seq), str(uuid.UUID(bytes=face_id.tobytes())), min(1.0, max(-1.0, float(score))))
+            for seq, face_id, score in zip(seqs, face_ids, scores, strict=True)
         ]
 
 
@@ -412,12 +423,12 @@ class LocalIndexes:
         index.watermark = watermark
         after = -1
         while not self._stop.is_set():
-            seqs, vectors = self._read_chunk(collection, after)
+            seqs, face_ids, vectors = self._read_chunk(collection, after)
             if len(seqs) == 0:
                 break
             if after < 0 and count >= self.config.coarse_from:
                 index.train(vectors)  # on the first chunk (up to 50,000 vectors)
-            index.add(seqs, vectors)
+            index.add(seqs, face_ids, vectors)
             after = int(seqs[-1])
         self._sync(index)
         with self._lock:
@@ -434,13 +445,14 @@ class LocalIndexes:
 
     def _read_chunk(
         self, collection: CollectionRecord, after: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Faces with seq > `after`, in seq order, and their vectors: binary COPY, parsed as a
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces with seq > `after`, in seq order: seqs, ids (16 bytes each) and vectors; binary
+        COPY, parsed as a
         fixed-layout numpy record array (pgvector's binary form: dim, unused, float32s)."""
         s = quoted_schema(collection.schema_name)
         dim = collection.embedding_dim
         query = (
-            f"COPY (SELECT f.seq, v.embedding FROM {s}.faces f JOIN {s}.face_vectors v "
+            f"COPY (SELECT f.seq, f.id, v.embedding FROM {s}.faces f JOIN {s}.face_vectors v "
             f"ON v.face_id = f.id WHERE f.seq > {int(after)} ORDER BY f.seq "
             f"LIMIT {_BUILD_CHUNK}) TO STDOUT WITH (FORMAT binary)"
         )
@@ -458,6 +470,8 @@ class LocalIndexes:
                 ("fields", ">i2"),
                 ("seq_len", ">i4"),
                 ("seq", ">i8"),
+                ("id_len", ">i4"),
+                ("id", "V16"),
                 ("vec_len", ">i4"),
                 ("dim", ">i2"),
                 ("unused", ">i2"),
@@ -469,18 +483,46 @@ class LocalIndexes:
         records = np.frombuffer(data, dtype=row, count=rows, offset=header)
         if rows and (records["dim"] != dim).any():
             raise ValueError(f"{collection.schema_name}: vectors are not {dim}-dimensional")
-        return records["seq"].astype(np.int64), records["values"].astype(np.float32)
+        face_ids = np.frombuffer(records["id"].tobytes(), dtype=np.uint8).reshape(-1, 16)
+        return (
+            records["seq"].astype(np.int64),
+            face_ids,
+            records["values"].astype(np.float32),
+        )
 
     # -- keeping in step -------------------------------------------------------------------------
 
     def _poll_loop(self) -> None:
+        pruned_at = time.monotonic()
         while not self._stop.is_set():
             self._wake_poller.wait(self.config.poll_interval_s)
             self._wake_poller.clear()
+            prune = time.monotonic() - pruned_at > _PRUNE_EVERY_S
             for index in list(self._ready.values()):
+                stale = time.monotonic() - index.synced_at > _LOG_KEPT_S / 2
                 self._sync_quietly(index)
-                if index.needs_rebuild and self.state_of(index.collection_id) == "ready":
-                    self._rebuild(index)
+                if prune:
+                    self._prune_quietly(index)
+                if (stale or index.needs_rebuild) and self.state_of(index.collection_id) == "ready":
+                    self._rebuild(index)  # out of step for half the log's life: start over
+            if prune:
+                pruned_at = time.monotonic()
+
+    def _prune_quietly(self, index: LocalIndex) -> None:
+        """Delete change-log rows older than any replica still needs (a replica that has not
+        read the log for half that long rebuilds instead)."""
+        s = quoted_schema(index.schema_name)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"DELETE FROM {s}.vector_changes "
+                        "WHERE created_at < now() - make_interval(secs => :kept)"
+                    ),
+                    {"kept": _LOG_KEPT_S},
+                )
+        except DBAPIError as err:
+            log.warning("pruning the vector change log failed (retried): %s", err)
 
     def _rebuild(self, index: LocalIndex) -> None:
         # The old index keeps serving (it skips deleted faces) until the new one is ready.
@@ -516,7 +558,7 @@ class LocalIndexes:
                     return
                 rows = conn.execute(
                     text(
-                        f"SELECT c.face_seq, c.deleted, v.embedding::text AS embedding "
+                        f"SELECT c.face_seq, c.deleted, f.id, v.embedding::text AS embedding "
                         f"FROM {s}.vector_changes c "
                         f"LEFT JOIN {s}.faces f ON NOT c.deleted AND f.seq = c.face_seq "
                         f"LEFT JOIN {s}.face_vectors v ON v.face_id = f.id "
@@ -529,6 +571,7 @@ class LocalIndexes:
             if added:
                 index.add(
                     np.array([r.face_seq for r in added], dtype=np.int64),
+                    np.array([list(uuid.UUID(str(r.id)).bytes) for r in added], dtype=np.uint8),
                     np.stack([np.fromstring(r.embedding[1:-1], sep=",") for r in added]),
                 )
             deleted = [r.face_seq for r in rows if r.deleted]
