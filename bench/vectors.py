@@ -168,6 +168,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     result["identity_in_top_k"] = _identity_hits(
                         store, face_ids, queries, ids_of_rows, wanted, k
                     )
+                    if args.persons:
+                        result["persons"] = _persons(
+                            store, face_ids, queries, ids_of_rows, wanted, args.persons
+                        )
                 result["peak_rss_mb"] = round(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
                 )
@@ -226,6 +230,45 @@ def _identity_hits(
     return round(float(np.mean(hits)), 4)
 
 
+def _persons(
+    store: Store,
+    face_ids: list[str],
+    queries: np.ndarray,
+    ids_of_rows: np.ndarray,
+    wanted: np.ndarray,
+    n: int,
+) -> dict[str, Any]:
+    """`Store.search_persons` (k=5) after making persons of the queries' identities and
+    others, up to `n` persons: how often the query's person is first, and its latency."""
+    identities = list(dict.fromkeys([*wanted.tolist(), *np.unique(ids_of_rows).tolist()]))[:n]
+    rows_of: dict[int, list[int]] = {}
+    chosen = set(identities)
+    for row, identity in enumerate(ids_of_rows.tolist()):
+        if identity in chosen:
+            rows_of.setdefault(identity, []).append(row)
+    started = time.perf_counter()
+    for identity in identities:
+        store.create_person("bench", f"p{identity}")
+        faces = [face_ids[r] for r in rows_of[identity]]
+        store.associate_faces("bench", f"p{identity}", faces, -1.0, 100)
+    made_s = time.perf_counter() - started
+    first, times = [], []
+    for q, identity in zip(queries, wanted, strict=True):
+        started = time.perf_counter()
+        found = store.search_persons("bench", q, 5, -1.0)
+        times.append(time.perf_counter() - started)
+        first.append(bool(found) and found[0][0].person_id == f"p{identity}")
+    ms = np.array(times) * 1000
+    return {
+        "persons": len(identities),
+        "person_faces": sum(len(rows_of[i]) for i in identities),
+        "made_s": round(made_s, 1),
+        "right_person_first": round(float(np.mean(first)), 4),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
 def generate(args: argparse.Namespace) -> None:
     vectors, labels, queries, targets = synthetic(
         args.n, args.dim, args.queries, np.random.default_rng(args.seed)
@@ -246,6 +289,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--path", choices=["local", "pgvector"], default="local")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--persons", type=int, default=0, help="also time search_persons with this many persons"
+    )
     parser.add_argument("--rerank", type=int, default=LocalIndexConfig.rerank)
     parser.add_argument("--hnsw-m", type=int, default=pgv.HNSW_M)
     parser.add_argument("--ef-construction", type=int, default=pgv.HNSW_EF_CONSTRUCTION)
