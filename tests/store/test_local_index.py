@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from serve_app.store import CollectionRecord, EmbeddedPostgres, NewImage, Store
 from serve_app.store.database import create_engine_for
@@ -39,7 +40,9 @@ def replicas(postgres: EmbeddedPostgres, store: Store) -> Iterator[tuple[Store, 
 
 
 @pytest.fixture
-def faces(replicas: tuple[Store, Store]) -> Iterator[tuple[CollectionRecord, list[str], np.ndarray]]:
+def faces(
+    replicas: tuple[Store, Store],
+) -> Iterator[tuple[CollectionRecord, list[str], np.ndarray]]:
     a, _ = replicas
     record = a.create_collection(f"local-{uuid.uuid4().hex[:8]}", "test", DIM)
     vectors = unit_vectors(np.random.default_rng(5), 600, DIM)
@@ -214,3 +217,34 @@ def test_a_deleted_collection_leaves_no_local_index(postgres, replicas) -> None:
     while b._indexes["pgvector"].local.state(record) != "cold" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert b._indexes["pgvector"].local.state(record) == "cold"
+
+
+def test_an_index_that_grows_past_the_cap_falls_back_to_postgres(postgres, store, faces) -> None:
+    record, ids, vectors = faces
+    config = LocalIndexConfig()
+    fits = len(ids) * config.bytes_per_vector(DIM) + 4096 + 5_000  # room for ~50 more
+    capped = replica(postgres, max_bytes=fits)
+    try:
+        warm(capped, record.name)
+        more = unit_vectors(np.random.default_rng(11), 200, DIM)
+        more_ids = index(capped, record.name, more)
+        found = capped.search(record.name, more[5], 1, -1.0)  # applies the write first
+        assert local_state(capped, record.name) == {"state": "over memory cap"}
+        assert [f.face_id for f, _ in found] == [more_ids[5]]
+    finally:
+        capped.close()
+
+
+def test_the_change_log_keeps_a_day(replicas, faces) -> None:
+    a, _ = replicas
+    record, _, _ = faces
+    warm(a, record.name)
+    local = a._indexes["pgvector"].local
+    s = record.schema_name
+    with a.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {s}.vector_changes SET created_at = now() - interval '2 days'"))
+        conn.execute(text(f"UPDATE {s}.vector_changes SET created_at = now() WHERE face_seq < 5"))
+    local._prune_quietly(local._ready[record.id])
+    with a.engine.begin() as conn:
+        kept = conn.execute(text(f"SELECT count(*) FROM {s}.vector_changes")).scalar_one()
+    assert kept == 4
