@@ -178,6 +178,9 @@ class LocalIndex:
         """Train the coarse index on a sample of the collection's vectors (before any add)."""
         import faiss  # imported when first needed: only Search replicas build indexes
 
+        # One thread: a one-query scan does not split across OpenMP threads, whose spinning
+        # only slows the replica's other threads (measured: 4.3 vs 3.6 ms at 300k, 2 cores).
+        faiss.omp_set_num_threads(1)
         assert self.nodes == 0
         coarse = faiss.index_factory(
             self.dim, f"PQ{self.config.subquantizers(self.dim)}x4fs", faiss.METRIC_INNER_PRODUCT
