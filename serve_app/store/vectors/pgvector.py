@@ -388,28 +388,33 @@ def _search_persons_locally(
     exclude_person: str | None,
     exclude_face: str | None,
 ) -> list[tuple[str, float]] | None:
-    """Persons of the nearest faces in the local index, each with its best cosine; None when
-    the candidates hold fewer than `k` persons and more might be further away (PostgreSQL
-    then answers, exactly where few faces belong to persons)."""
+    """Persons of the nearest faces in the local index, each with its best cosine. The pool
+    of candidates grows tenfold (up to MAX_PERSON_CANDIDATES) while it holds fewer than `k`
+    persons and more may lie further; None if it still does (PostgreSQL then answers,
+    exactly where few faces belong to persons)."""
     n = min(MAX_PERSON_CANDIDATES, max(DEFAULT_EF_SEARCH, PERSON_CANDIDATES_PER_RESULT * k))
-    hits = local.search(vector, n)
-    if not hits:
-        return []
     faces = tables_for(collection.schema_name).faces
-    query = select(faces.c.seq, faces.c.person_id).where(
-        faces.c.seq.in_([seq for seq, _, _ in hits]), faces.c.person_id.is_not(None)
-    )
-    if exclude_person is not None:
-        query = query.where(faces.c.person_id != exclude_person)
-    if exclude_face is not None:
-        query = query.where(faces.c.id != exclude_face)
-    person_of = {int(seq): str(person) for seq, person in conn.execute(query)}
-    best: dict[str, float] = {}
-    for seq, _, cosine in hits:  # most similar first: a person's first hit is its best
-        person = person_of.get(seq)
-        if person is not None and person not in best:
-            best[person] = cosine
-    if len(best) < k and len(hits) == n and hits[-1][2] >= min_cosine:
-        return None
+    while True:
+        hits = local.search(vector, n)
+        if not hits:
+            return []
+        query = select(faces.c.seq, faces.c.person_id).where(
+            faces.c.seq.in_([seq for seq, _, _ in hits]), faces.c.person_id.is_not(None)
+        )
+        if exclude_person is not None:
+            query = query.where(faces.c.person_id != exclude_person)
+        if exclude_face is not None:
+            query = query.where(faces.c.id != exclude_face)
+        person_of = {int(seq): str(person) for seq, person in conn.execute(query)}
+        best: dict[str, float] = {}
+        for seq, _, cosine in hits:  # most similar first: a person's first hit is its best
+            person = person_of.get(seq)
+            if person is not None and person not in best:
+                best[person] = cosine
+        if len(best) >= k or len(hits) < n or hits[-1][2] < min_cosine:
+            break
+        if n >= MAX_PERSON_CANDIDATES:
+            return None
+        n = min(MAX_PERSON_CANDIDATES, 10 * n)
     ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
     return [(person, cosine) for person, cosine in ranked if cosine >= min_cosine]
