@@ -257,15 +257,15 @@ class LocalIndex:
                 return []
             if self._coarse is None:
                 rows = np.flatnonzero(self._alive[:n])
-                scores = self._vectors[rows] @ query[0] if self.alive < n else None
+                scores = _scores(self._vectors[rows], query[0]) if self.alive < n else None
                 if scores is None:
-                    rows, scores = np.arange(n), self._vectors[:n] @ query[0]
+                    rows, scores = np.arange(n), _scores(self._vectors[:n], query[0])
             else:
                 wanted = min(n, max(self.config.rerank, 2 * k))
                 _, candidates = self._coarse.search(query, wanted)
                 rows = candidates[0][candidates[0] >= 0]
                 rows = rows[self._alive[rows]]
-                scores = self._vectors[rows] @ query[0]
+                scores = _scores(self._vectors[rows], query[0])
             if len(rows) > k:
                 best = np.argpartition(-scores, k)[:k]
                 rows, scores = rows[best], scores[best]
@@ -277,6 +277,12 @@ class LocalIndex:
             (int(seq), str(uuid.UUID(bytes=face_id.tobytes())), min(1.0, max(-1.0, float(score))))
             for seq, face_id, score in zip(seqs, face_ids, scores, strict=True)
         ]
+
+
+def _scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    # einsum, not BLAS: OpenBLAS splits a matrix-vector product over threads whose start-up
+    # costs more than the product (20k x 128 on 2 busy cores: 5.2 ms by BLAS, 0.65 by einsum).
+    return np.einsum("ij,j->i", rows, query)
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
