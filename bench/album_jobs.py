@@ -50,11 +50,11 @@ class MemorySampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         me = psutil.Process()
-        while not self._stop.wait(1.0):
+        while not self._halt.wait(1.0):
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
@@ -62,7 +62,7 @@ class MemorySampler(threading.Thread):
             self.peak = max(self.peak, total)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
 
 def _pct(values: list[float], q: float) -> float:

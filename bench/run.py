@@ -268,7 +268,7 @@ def main() -> None:
         from bench.vectors import bench_vectors
 
         sizes = [int(x) for x in args.vector_sizes.split(",")]
-        sections.append(("Vector search at scale (pgvector)", bench_vectors(sizes)))
+        sections.append(("Vector search at scale", bench_vectors(sizes)))
     for title, rows in sections:
         print(f"{title} …", file=sys.stderr, flush=True)
         w(f"## {title}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -23,6 +23,9 @@ from pydantic_settings import (
 )
 
 from serve_app.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from serve_app.store.vectors.replica import LocalIndexConfig
 
 ENV_PREFIX = "FACESERVE_"
 
@@ -182,6 +185,30 @@ class Settings(BaseSettings):
     pinecone_region: str = "us-east-1"
     # Seconds between the Search deployment's repair passes (pending pushes, missing indexes).
     pinecone_repair_interval_s: float = 60.0
+    # Replica-local ANN indexes of large pgvector collections in each Search replica (see
+    # the README, "Search at scale"): on/off, the memory cap of one replica's indexes
+    # together (past it a collection is searched in PostgreSQL), the size from which a
+    # collection gets one, the seconds between reads of the change log (how stale another
+    # replica's writes may be), and the candidates of the PQ scan scored exactly.
+    local_index: bool = True
+    local_index_max_bytes: int = Field(default=8 * 2**30, ge=0)
+    local_index_min_faces: int = Field(default=5_000, ge=0)
+    local_index_poll_s: float = Field(default=0.2, gt=0, le=60)
+    local_index_rerank: int = Field(default=500, ge=10, le=100_000)
+
+    @property
+    def local_index_config(self) -> LocalIndexConfig | None:
+        """The Search replicas' local indexes, None when FACESERVE_LOCAL_INDEX is off."""
+        if not self.local_index:
+            return None
+        from serve_app.store.vectors.replica import LocalIndexConfig
+
+        return LocalIndexConfig(
+            max_bytes=self.local_index_max_bytes,
+            min_faces=self.local_index_min_faces,
+            poll_interval_s=self.local_index_poll_s,
+            rerank=self.local_index_rerank,
+        )
 
     # Album jobs. Queue transport: "postgres" (rows leased with FOR UPDATE SKIP LOCKED) or
     # "sqs" (messages on job_sqs_queue_url; the job's state stays in PostgreSQL).
@@ -206,8 +233,9 @@ class Settings(BaseSettings):
     job_min_workers: int = 0
     job_max_workers: int = 2
     job_images_per_worker: int = 20
-    # Ray's logical CPUs per worker (they run niced, so live requests go first).
-    job_worker_cpus: float = 0.25
+    # Ray's logical CPUs per worker: none by default, so autoscaled replicas holding every
+    # logical CPU never keep a job waiting; the workers run niced, live requests go first.
+    job_worker_cpus: float = 0.0
     job_worker_nice: int = 10
     # Images a worker reads and embeds together.
     job_batch_size: int = 4

@@ -49,8 +49,11 @@ class IndexWorker:
 
         if settings.job_worker_nice:
             os.nice(settings.job_worker_nice)  # live requests first
-        # One intra-op thread: the workers are the parallelism, one per core.
-        settings = Settings.from_env(**{**settings.model_dump(), "embed_threads": 1})
+        # One intra-op thread: the workers are the parallelism, one per core. Workers only
+        # write: no replica-local search index here (the Search replicas read the change log).
+        settings = Settings.from_env(
+            **{**settings.model_dump(), "embed_threads": 1, "local_index": False}
+        )
         jobs = JobStore(Store.open(database_url, vector_indexes=vector_indexes_for(settings)))
         indexer = AlbumIndexer(load_shared_pack(settings, pack_name, model_key), jobs, settings)
         self._loop = WorkerLoop(
@@ -126,7 +129,8 @@ class Jobs:
         from serve_app.store.store import Store
         from serve_app.store.vectors import vector_indexes_for
 
-        store = Store.open(database_url, vector_indexes=vector_indexes_for(settings))
+        writer = Settings.from_env(**{**settings.model_dump(), "local_index": False})
+        store = Store.open(database_url, vector_indexes=vector_indexes_for(writer))
         self.jobs = JobStore(store)
         transport = transport_for(self.jobs, settings)
         if hasattr(transport, "configure_dead_letters"):

@@ -34,11 +34,20 @@ class Search:
         settings = settings or Settings.from_env()
         self.store = Store.open(database_url, vector_indexes=vector_indexes_for(settings))
         self._stop = threading.Event()
+        # Local indexes of large collections load in the background; until one is ready its
+        # collection is searched in PostgreSQL, so readiness never waits for them.
+        threading.Thread(target=self._warm, name="local-index-warm", daemon=True).start()
         if "pinecone" in self.store.vector_backends:
             interval = max(1.0, float(settings.pinecone_repair_interval_s))
             threading.Thread(
                 target=self._repair_loop, args=(interval,), name="pinecone-repair", daemon=True
             ).start()
+
+    def _warm(self) -> None:
+        try:
+            self.store.warm_vector_indexes()
+        except Exception:  # noqa: BLE001 - searches warm them one by one instead
+            log.exception("warming the local vector indexes failed")
 
     def _repair_loop(self, interval: float) -> None:
         while not self._stop.is_set():

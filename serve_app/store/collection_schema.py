@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -41,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, REAL, UUID
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateSchema, DropSchema
+from sqlalchemy.types import UserDefinedType
 
 from serve_app.store.control import CONTROL_SCHEMA
 from serve_app.store.versions import collection_head, stamp_collection_schema
@@ -60,6 +62,15 @@ class BigSerial(BigInteger):
 @compiles(BigSerial, "postgresql")
 def _bigserial(type_: BigSerial, compiler: object, **kw: object) -> str:
     return "BIGSERIAL"
+
+
+class Xid8(UserDefinedType[str]):
+    """`xid8`: a 64-bit transaction id (PostgreSQL 13+), read back as text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
 
 
 _EMPTY_JSON = text("'{}'::jsonb")
@@ -122,11 +133,28 @@ request_tokens = Table(
 )
 
 
+# Every committed change to the collection's vectors, in order, for Search replicas that
+# keep a local index of them (vectors/replica.py): a face's vector added or deleted. `xid` is
+# the writing transaction: a reader consumes rows of transactions older than every one still
+# running, so a change that commits late is never skipped (a sequence alone can be).
+vector_changes = Table(
+    "vector_changes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("xid", Xid8, nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("face_seq", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("vector_changes_xid", "xid"),
+)
+
+
 class CollectionTables(NamedTuple):
     images: Table
     persons: Table
     faces: Table
     request_tokens: Table
+    vector_changes: Table
 
 
 def schema_name_for(collection_id: uuid.UUID) -> str:
@@ -170,7 +198,10 @@ def tables_for(schema_name: str) -> CollectionTables:
     """The metadata tables of one collection's schema, to query (vector tables are the
     vector index's)."""
     return CollectionTables(
-        *(in_schema(schema_name, t) for t in (images, persons, faces, request_tokens))
+        *(
+            in_schema(schema_name, t)
+            for t in (images, persons, faces, request_tokens, vector_changes)
+        )
     )
 
 

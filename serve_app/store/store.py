@@ -9,6 +9,7 @@ recreates what is missing of a collection's storage and sends what a crash left 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,6 +68,8 @@ class Store:
         indexes: dict[str, VectorIndex] = {"pgvector": PgVectorIndex()}
         for index in [*vector_indexes, *([vector_index] if vector_index else [])]:
             indexes[index.name] = index
+        for index in indexes.values():
+            index.attach(engine)
         self._access = CollectionAccess(engine, indexes)
         self._indexes = self._access.indexes
         self._persons = PersonStorage(self._access)
@@ -206,6 +209,38 @@ class Store:
             conn.execute(collections.delete().where(collections.c.id == collection.id))
             self._access.index(collection).drop(conn, collection)
 
+    def warm_vector_indexes(
+        self, names: Sequence[str] | None = None, wait_s: float = 0.0
+    ) -> dict[str, str]:
+        """Start loading what the collections' backends keep in memory (a Search replica's
+        local indexes of large pgvector collections), all collections unless `names`; wait
+        up to `wait_s` for them. Returns each collection's state (cold, warming, ready, over
+        memory cap); collections whose backend keeps nothing are left out."""
+        with self._access.reading() as conn:
+            records = (
+                [self._access.collection(conn, name) for name in names]
+                if names
+                else [
+                    collection_record(row, None, None)
+                    for row in conn.execute(select(collections).order_by(collections.c.name))
+                ]
+            )
+            states = {
+                record.name: self._access.index(record).warm(conn, record)
+                for record in records
+                if record.vector_backend in self._indexes
+            }
+        deadline = time.monotonic() + wait_s
+        while any(state == "warming" for state in states.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            with self._access.reading() as conn:
+                states = {
+                    record.name: self._access.index(record).warm(conn, record)
+                    for record in records
+                    if record.name in states
+                }
+        return {name: state for name, state in states.items() if state is not None}
+
     def count_faces(self, collection_name: str) -> int:
         with self._access.reading() as conn:
             collection = self._access.collection(conn, collection_name)
@@ -341,7 +376,10 @@ class Store:
             query = check.embedding(vector, collection.embedding_dim, collection_name)
             hits = self._access.index(collection).search(conn, collection, query, k, min_cos)
             records = {r.face_id: r for r in faces_by_id(conn, collection, [h[0] for h in hits])}
-        return [(records[face_id], score) for face_id, score in hits if face_id in records]
+        # A backend's own copy may still hold a face just deleted: it is not in `records`
+        # (and such a backend returns a few more than k for it).
+        found = [(records[face_id], score) for face_id, score in hits if face_id in records]
+        return found[:k]
 
     def vector_stats(self, collection_name: str) -> dict[str, Any]:
         """Facts about a collection's vectors: how many, and for Pinecone the index, its own

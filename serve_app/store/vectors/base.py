@@ -75,7 +75,9 @@ class VectorIndex(ABC):
         k: int,
         min_cosine: float,
     ) -> list[tuple[str, float]]:
-        """Up to `k` (face_id, cosine similarity) at or above `min_cosine`, most similar first."""
+        """Up to `k` (face_id, cosine similarity) at or above `min_cosine`, most similar first.
+        A backend whose copy may lag behind deletions returns a few more: the store keeps
+        the first `k` faces that exist."""
 
     @abstractmethod
     def search_persons(
@@ -113,6 +115,15 @@ class VectorIndex(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what the backend holds (connections to an external service)."""
+
+    def attach(self, engine: Engine) -> None:  # noqa: B027 (optional hook)
+        """Called once by the store that uses this backend, with its engine (a backend that
+        keeps state of its own beside PostgreSQL reads it through that engine)."""
+
+    def warm(self, conn: Connection, collection: CollectionRecord) -> str | None:
+        """Start loading what the backend keeps in memory for this collection; returns the
+        state of that copy (None: the backend keeps nothing)."""
+        return None
 
     def after_commit(self, engine: Engine, collection: CollectionRecord) -> None:  # noqa: B027 (optional hook)
         """Called after a transaction that added or deleted vectors has committed. Never

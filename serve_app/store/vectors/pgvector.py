@@ -1,26 +1,33 @@
 """pgvector: each collection's vectors in `<schema>.face_vectors`, with an HNSW cosine index.
 
-Vectors are written in the caller's transaction, so a face and its vector commit together.
+Vectors are written in the caller's transaction, so a face and its vector commit together,
+with a row in the collection's `vector_changes` log. With a `LocalIndexConfig` (the Search
+deployment's), large collections are searched in a replica-local index that follows that log
+(`replica.py`), and in PostgreSQL while it warms or when it is over its memory cap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     Column,
     Connection,
+    Engine,
     ForeignKey,
     Index,
     MetaData,
     Table,
+    false,
     func,
     literal,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.schema import DropTable
@@ -36,6 +43,7 @@ from serve_app.store.collection_schema import (
 )
 from serve_app.store.records import CollectionRecord
 from serve_app.store.vectors.base import VectorIndex, read_vectors
+from serve_app.store.vectors.replica import LocalIndex, LocalIndexConfig, LocalIndexes
 
 # Below this many vectors a search is an exact scan: perfect recall at the cost of HNSW.
 # Measured here (2 cores shared with a benchmark; 128-D random unit vectors, k=10, median of
@@ -55,6 +63,8 @@ MAX_PERSON_CANDIDATES = 5_000
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 _HNSW_INDEX = "face_vectors_embedding_hnsw"
+# Extra candidates asked of a local index, for faces deleted but not yet applied there.
+_LOCAL_SLACK = 16
 
 
 class PgVectorIndex(VectorIndex):
@@ -63,6 +73,30 @@ class PgVectorIndex(VectorIndex):
     name = "pgvector"
     max_dim = 2_000  # the most dimensions an HNSW index on `vector` accepts
     _iterative_scan: bool | None = None  # whether the server's pgvector has it (asked once)
+
+    def __init__(self, local: LocalIndexConfig | None = None) -> None:
+        """`local`: keep replica-local indexes of large collections (None: search in
+        PostgreSQL only)."""
+        self.local_config = local
+        self.local: LocalIndexes | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.local_config is not None and self.local is None:
+            self.local = LocalIndexes(engine, self.local_config)
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+
+    def after_commit(self, engine: Engine, collection: CollectionRecord) -> None:
+        if self.local is not None:
+            self.local.changed(collection)
+
+    def warm(self, conn: Connection, collection: CollectionRecord) -> str | None:
+        if self.local is None:
+            return None
+        self.local.index_for(collection, self._big_enough(conn, collection))
+        return self.local.state(collection)
 
     def create(self, conn: Connection, collection: CollectionRecord) -> None:
         self.ensure_storage(conn, collection)
@@ -113,6 +147,7 @@ class PgVectorIndex(VectorIndex):
             for face_id, vector in zip(face_ids, vectors, strict=True)
         ]
         conn.execute(table.insert(), rows)
+        _log_changes(conn, collection, face_ids, deleted=False)
 
     def delete(
         self, conn: Connection, collection: CollectionRecord, face_ids: Sequence[str]
@@ -120,6 +155,7 @@ class PgVectorIndex(VectorIndex):
         if len(face_ids) == 0:
             return
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
+        _log_changes(conn, collection, face_ids, deleted=True)  # while the faces are there
         conn.execute(table.delete().where(table.c.face_id.in_(list(face_ids))))
 
     def get(
@@ -146,6 +182,12 @@ class PgVectorIndex(VectorIndex):
         k: int,
         min_cosine: float,
     ) -> list[tuple[str, float]]:
+        local = self._local_index(conn, collection)
+        if local is not None:
+            # A few more than k: faces deleted but not yet applied locally are dropped by
+            # the caller, who reads the hits back from `faces`.
+            hits = local.search(vector, k + _LOCAL_SLACK)
+            return [(face_id, cosine) for _, face_id, cosine in hits if cosine >= min_cosine]
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
         exact = k > MAX_EF_SEARCH or self._holds_fewer_than(conn, table, EXACT_SEARCH_BELOW)
         if exact:
@@ -176,6 +218,13 @@ class PgVectorIndex(VectorIndex):
         exclude_person: str | None = None,
         exclude_face: str | None = None,
     ) -> list[tuple[str, float]]:
+        local = self._local_index(conn, collection)
+        if local is not None:
+            found = _search_persons_locally(
+                conn, local, collection, vector, k, min_cosine, exclude_person, exclude_face
+            )
+            if found is not None:
+                return found
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
         faces = tables_for(collection.schema_name).faces
         distance = table.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
@@ -222,6 +271,24 @@ class PgVectorIndex(VectorIndex):
     def count(self, conn: Connection, collection: CollectionRecord) -> int:
         table = _vectors_table(collection.schema_name, collection.embedding_dim)
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def stats(self, conn: Connection, collection: CollectionRecord) -> dict[str, Any]:
+        found = super().stats(conn, collection)
+        if self.local is not None:
+            found["local_index"] = self.local.stats(collection)
+        return found
+
+    def _local_index(self, conn: Connection, collection: CollectionRecord) -> LocalIndex | None:
+        """The collection's replica-local index when it is ready (a build is queued for a
+        large collection that has none)."""
+        if self.local is None:
+            return None
+        return self.local.index_for(collection, self._big_enough(conn, collection))
+
+    def _big_enough(self, conn: Connection, collection: CollectionRecord) -> Callable[[], bool]:
+        minimum = self.local_config.min_faces if self.local_config else 0
+        table = _vectors_table(collection.schema_name, collection.embedding_dim)
+        return lambda: minimum <= 0 or not self._holds_fewer_than(conn, table, minimum)
 
     def _has_iterative_scan(self, conn: Connection) -> bool:
         # pgvector 0.8 added iterative index scans; without them a filtered HNSW scan stops
@@ -293,3 +360,61 @@ def vectors_definition(dim: int) -> Table:
 
 def _vectors_table(schema_name: str, dim: int) -> Table:
     return in_schema(schema_name, vectors_definition(dim))
+
+
+def _log_changes(
+    conn: Connection, collection: CollectionRecord, face_ids: Sequence[str], *, deleted: bool
+) -> None:
+    """One `vector_changes` row per face, in the caller's transaction."""
+    t = tables_for(collection.schema_name)
+    flag = true() if deleted else false()
+    conn.execute(
+        t.vector_changes.insert().from_select(
+            ["face_seq", "deleted"],
+            select(t.faces.c.seq, flag)
+            .where(t.faces.c.id.in_(list(face_ids)))
+            .order_by(t.faces.c.seq),
+        )
+    )
+
+
+def _search_persons_locally(
+    conn: Connection,
+    local: LocalIndex,
+    collection: CollectionRecord,
+    vector: np.ndarray,
+    k: int,
+    min_cosine: float,
+    exclude_person: str | None,
+    exclude_face: str | None,
+) -> list[tuple[str, float]] | None:
+    """Persons of the nearest faces in the local index, each with its best cosine. The pool
+    of candidates grows tenfold (up to MAX_PERSON_CANDIDATES) while it holds fewer than `k`
+    persons and more may lie further; None if it still does (PostgreSQL then answers,
+    exactly where few faces belong to persons)."""
+    n = min(MAX_PERSON_CANDIDATES, max(DEFAULT_EF_SEARCH, PERSON_CANDIDATES_PER_RESULT * k))
+    faces = tables_for(collection.schema_name).faces
+    while True:
+        hits = local.search(vector, n)
+        if not hits:
+            return []
+        query = select(faces.c.seq, faces.c.person_id).where(
+            faces.c.seq.in_([seq for seq, _, _ in hits]), faces.c.person_id.is_not(None)
+        )
+        if exclude_person is not None:
+            query = query.where(faces.c.person_id != exclude_person)
+        if exclude_face is not None:
+            query = query.where(faces.c.id != exclude_face)
+        person_of = {int(seq): str(person) for seq, person in conn.execute(query)}
+        best: dict[str, float] = {}
+        for seq, _, cosine in hits:  # most similar first: a person's first hit is its best
+            person = person_of.get(seq)
+            if person is not None and person not in best:
+                best[person] = cosine
+        if len(best) >= k or len(hits) < n or hits[-1][2] < min_cosine:
+            break
+        if n >= MAX_PERSON_CANDIDATES:
+            return None
+        n = min(MAX_PERSON_CANDIDATES, 10 * n)
+    ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
+    return [(person, cosine) for person, cosine in ranked if cosine >= min_cosine]
