@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serve_app.service.clustering import ClusterService
 from serve_app.service.context import CollectionContext
 from serve_app.service.faces import FaceService
+from serve_app.service.identify import IdentifyService
+from serve_app.service.people import PeopleService
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline, Storage
 
@@ -17,6 +20,9 @@ class Services:
     context: CollectionContext
     faces: FaceService
     persons: PersonService
+    clusters: ClusterService
+    people: PeopleService
+    identify: IdentifyService
 
     @classmethod
     def build(
@@ -28,4 +34,11 @@ class Services:
         store_images: bool = False,
     ) -> Services:
         context = CollectionContext(storage, pipelines, default_pack, store_images)
-        return cls(context, FaceService(context), PersonService(context))
+        return cls(
+            context,
+            FaceService(context),
+            PersonService(context),
+            ClusterService(context),
+            PeopleService(context),
+            IdentifyService(context),
+        )

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import validation as check
 from serve_app.store.access import CollectionAccess, collection_record, count_faces_and_persons
+from serve_app.store.cluster_runs import ClusterRunStorage
 from serve_app.store.collection_schema import (
     create_collection_schema,
     drop_collection_schema,
@@ -28,7 +29,16 @@ from serve_app.store.collection_schema import (
 )
 from serve_app.store.control import collections
 from serve_app.store.database import create_engine_for
-from serve_app.store.faces import face_record, face_row, faces_by_id, faces_query, remove_faces
+from serve_app.store.faces import (
+    face_record,
+    faces_by_id,
+    faces_query,
+    insert_faces,
+    remove_faces,
+)
+from serve_app.store.history import HistoryStorage
+from serve_app.store.people import PeopleStorage
+from serve_app.store.people_facade import PeopleMethods
 from serve_app.store.persons import PersonStorage
 from serve_app.store.records import (
     CollectionRecord,
@@ -47,7 +57,7 @@ MAX_K = 4096
 _UNIQUE_VIOLATION = "23505"
 
 
-class Store:
+class Store(PeopleMethods):
     """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`.
 
     Collections and faces are handled here; persons by a `PersonStorage` and the repair API
@@ -70,6 +80,9 @@ class Store:
         self._indexes = self._access.indexes
         self._persons = PersonStorage(self._access)
         self._repair = StorageRepair(self._access)
+        self._people = PeopleStorage(self._access)
+        self._runs = ClusterRunStorage(self._access)
+        self._history = HistoryStorage(self._access)
 
     @classmethod
     def open(
@@ -228,27 +241,9 @@ class Store:
             raise InvalidParameter(f"at most {MAX_PAGE} faces per image, got {len(faces)}")
         with self.engine.begin() as conn:
             collection = self._access.collection(conn, collection_name, lock="key_share")
-            vectors = np.stack(
-                [
-                    check.embedding(f.embedding, collection.embedding_dim, collection_name)
-                    for f in faces
-                ]
-            )
-            image_id = str(uuid.uuid4())
-            face_rows = [face_row(face, image_id, external_image_id) for face in faces]
-            t = tables_for(collection.schema_name)
-            conn.execute(
-                t.images.insert().values(
-                    id=image_id,
-                    external_image_id=external_image_id,
-                    width=width,
-                    height=height,
-                    data=image.data,
-                )
-            )
-            conn.execute(t.faces.insert(), face_rows)
-            face_ids = [row["id"] for row in face_rows]
-            self._access.index(collection).add(conn, collection, face_ids, vectors)
+            index = self._access.index(collection)
+            checked = NewImage(external_image_id, width, height, image.data)
+            face_ids = insert_faces(conn, index, collection, checked, external_image_id, faces)
             added = faces_by_id(conn, collection, face_ids)
         self._access.after_commit(collection)
         return added
