@@ -11,7 +11,18 @@ from fastapi_offline import FastAPIOffline
 from serve_app import __version__
 from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.rekognition import rekognition_route
-from serve_app.api.rest import collections, faces, operations, persons, stateless
+from serve_app.api.rest import (
+    clusters,
+    collections,
+    faces,
+    history,
+    identify,
+    operations,
+    person_decisions,
+    persons,
+    stateless,
+    stats,
+)
 from serve_app.api.rest.errors import install_error_handlers
 from serve_app.api.rest.operations import ReadinessCheck
 from serve_app.config import ImageLimits, RekognitionConfig
@@ -36,7 +47,14 @@ curl -X POST http://127.0.0.1:8000/v1/collections/album/search -F image=@query.j
 The Amazon Rekognition-compatible API (AWS JSON 1.1, SigV4) is at `POST /`; see the README.
 """
 
-ROUTERS = (stateless, collections, faces, persons, operations)
+ROUTERS = (
+    stateless,
+    collections,
+    faces,
+    persons,
+    operations,
+    *(clusters, person_decisions, stats, identify, history),  # people (issue 14)
+)
 
 
 def _document(app: FastAPI) -> dict[str, Any]:

@@ -393,6 +393,10 @@ class PersonOut(BaseModel):
     metadata: JsonObject
     face_count: int = Field(description=f"Faces associated, at most {params.MAX_PERSON_FACES}.")
     created_at: datetime
+    name: str | None = Field(
+        None, description="Display name; persons found by clustering have none."
+    )
+    generated: bool = Field(False, description="Found by clustering (a generated `p-...` id).")
 
     @classmethod
     def of(cls, p: PersonRecord) -> PersonOut:
@@ -401,6 +405,8 @@ class PersonOut(BaseModel):
             metadata=p.metadata,
             face_count=p.face_count,
             created_at=p.created_at,
+            name=p.name,
+            generated=p.generated,
         )
 
 

@@ -25,19 +25,28 @@ depends_on: str | Sequence[str] | None = None
 _FALSE = sa.text("false")
 
 
+def _schema() -> str:
+    # Alembic writes ALTER TABLE's schema itself, past the placeholder translation: name the
+    # schema being upgraded (the one whose alembic_version this run writes).
+    return str(op.get_context().version_table_schema)
+
+
 def upgrade() -> None:
     s = PLACEHOLDER
-    op.add_column("persons", sa.Column("name", sa.Text), schema=s)
+    real = _schema()
+    op.add_column("persons", sa.Column("name", sa.Text), schema=real)
     op.add_column(
         "persons",
         sa.Column("generated", sa.Boolean, nullable=False, server_default=_FALSE),
-        schema=s,
+        schema=real,
     )
     op.add_column(
-        "faces", sa.Column("confirmed", sa.Boolean, nullable=False, server_default=_FALSE), schema=s
+        "faces",
+        sa.Column("confirmed", sa.Boolean, nullable=False, server_default=_FALSE),
+        schema=real,
     )
     # Faces already in a person were put there by a client: they are confirmed.
-    faces = sa.table("faces", sa.column("confirmed"), sa.column("person_id"), schema=s)
+    faces = sa.table("faces", sa.column("confirmed"), sa.column("person_id"), schema=real)
     op.execute(faces.update().where(faces.c.person_id.isnot(None)).values(confirmed=True))
     op.create_table(
         "person_rejections",
@@ -79,9 +88,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    s = PLACEHOLDER
+    s, real = PLACEHOLDER, _schema()
     op.drop_table("identifications", schema=s)
     op.drop_table("person_rejections", schema=s)
-    op.drop_column("faces", "confirmed", schema=s)
-    op.drop_column("persons", "generated", schema=s)
-    op.drop_column("persons", "name", schema=s)
+    op.drop_column("faces", "confirmed", schema=real)
+    op.drop_column("persons", "generated", schema=real)
+    op.drop_column("persons", "name", schema=real)
