@@ -126,7 +126,8 @@ class PeopleStorage:
             for person_id, face_ids in plan.groups:
                 moving = [f for f in face_ids if movable(f)]
                 skipped += len(face_ids) - len(moving)
-                moving = [f for f in moving if current[f][0] != person_id]
+                if person_id is not None:  # already there: nothing to write
+                    moving = [f for f in moving if current[f][0] != person_id]
                 if not moving:
                     continue
                 if person_id is None or person_id not in row_ids:
