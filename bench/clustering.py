@@ -77,6 +77,18 @@ def ours(vectors: np.ndarray, cosine: float) -> np.ndarray:
     return cluster_faces(vectors, np.arange(len(vectors)), cosine).labels
 
 
+def dlib_scale(root: Path, keys: list[tuple[str, int]], sample: int = 24) -> float:
+    """The median length of dlib's own descriptors (compute_face_descriptor, unnormalised):
+    its 0.5 / 0.6 thresholds are distances at that scale, our vectors are unit length."""
+    from serve_app.evaluation.lfw import image_path
+    from serve_app.evaluation.pipelines import dlib_pipeline
+
+    pipeline = dlib_pipeline()
+    step = max(1, len(keys) // sample)
+    norms = [np.linalg.norm(pipeline.embed(image_path(root, k)).vector) for k in keys[::step]]
+    return float(np.median(norms))
+
+
 def chinese_whispers(vectors: np.ndarray, threshold: float) -> np.ndarray:
     import dlib
 
@@ -139,22 +151,26 @@ def quality_rows(pack_name: str) -> tuple[list[str], dict[str, float]]:
         )
         if similarity == default:
             found |= {"ours_p": p, "ours_r": r, "ours_f": f}
-    _, _, f = row("dlib chinese_whispers", "0.5 (dlib's)", lambda: chinese_whispers(vectors, 0.5))
-    found["cw_f"] = f
-    best_cw = max(
-        ((t, bcubed(chinese_whispers(vectors, t), truth)[2]) for t in (0.4, 0.45, 0.55, 0.6)),
-        key=lambda item: item[1],
+    scale = dlib_scale(root, keys)
+    scaled = vectors * scale  # dlib's own descriptor lengths
+    _, _, f = row(
+        "dlib chinese_whispers",
+        f"0.5 (dlib's), on the vectors at dlib's length ({scale:.3f})",
+        lambda: chinese_whispers(scaled, 0.5),
     )
+    found["cw_f"] = f
+    sweep = [(t, bcubed(chinese_whispers(scaled, t), truth)[2]) for t in (0.4, 0.45, 0.55, 0.6)]
+    best_cw = max(sweep, key=lambda item: item[1])
     row(
         "dlib chinese_whispers",
-        f"{best_cw[0]} (best of 0.4-0.6)",
-        lambda: chinese_whispers(vectors, best_cw[0]),
+        f"{best_cw[0]} (best of 0.4-0.6, same length)",
+        lambda: chinese_whispers(scaled, best_cw[0]),
     )
-    eps_sweep = [(e, bcubed(dbscan(vectors, e), truth)[2]) for e in (0.35, 0.4, 0.45, 0.5, 0.55)]
+    eps_sweep = [(e, bcubed(dbscan(vectors, e), truth)[2]) for e in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)]
     best_eps = max(eps_sweep, key=lambda item: item[1])[0]
     _, _, f = row(
         "scikit-learn DBSCAN",
-        f"eps {best_eps} (best of 0.35-0.55), min_samples 2",
+        f"eps {best_eps} (best of 0.25-0.5), min_samples 2",
         lambda: dbscan(vectors, best_eps),
     )
     found["dbscan_f"] = f
@@ -168,7 +184,7 @@ def synthetic(n: int, dim: int = 128, seed: int = 7) -> tuple[np.ndarray, np.nda
     truth = np.repeat(np.arange(len(sizes)), sizes)[:n]
     centres = rng.standard_normal((truth.max() + 1, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    noise = rng.standard_normal((n, dim)).astype(np.float32) * 0.03
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * 0.018
     vectors = centres[truth] + noise
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors, truth

@@ -6,7 +6,8 @@ REST run, a background job and the benchmark (`bench/clustering.py`).
 
 - **The graph.** Only pairs at or above `floor` (a cosine a little below the merge
   threshold) are kept, at most `neighbours` per face, found by exact blocked matrix
-  products: memory stays O(n * neighbours), never the O(n^2) matrix.
+  products (memory O(n * neighbours), never the O(n^2) matrix); above `EXACT_UP_TO` faces,
+  within the cells of a coarse k-means partition instead (time ~O(n * cell size)).
 - **Average linkage.** Two clusters merge, most similar first, while the mean cosine over
   all their face pairs reaches `min_cosine`; a pair missing from the graph counts as `floor`
   (it is below it). Averaging over every pair is what keeps one similar-looking face from
@@ -29,6 +30,8 @@ import numpy as np
 DEFAULT_NEIGHBOURS = 48
 FLOOR_MARGIN = 0.06  # the graph keeps cosines down to min_cosine - FLOOR_MARGIN
 _BLOCK = 2048
+# Up to this many faces the similarity graph is exact; above, partitioned (nearly exact).
+EXACT_UP_TO = 20_000
 _MAX_BLOCK_CELLS = 2**25  # 128 MB of float32 similarities a block
 
 
@@ -83,6 +86,64 @@ def similarity_graph(
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
     return np.concatenate(sources), np.concatenate(targets), np.concatenate(cosines)
+
+
+def partitioned_graph(
+    vectors: np.ndarray,
+    floor: float,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    rows: np.ndarray | None = None,
+    cell_size: int = 512,
+    probes: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`similarity_graph` for large collections, nearly exact and far cheaper: faces are
+    put in the cells of their `probes` nearest centres (a few k-means rounds over a sample)
+    and compared exactly within each cell only. Pairs above `floor` are faces of one person,
+    close together, so they share a cell unless a border falls between them, which the
+    other probes mend."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    free = np.zeros(n, dtype=bool)
+    free[np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)] = True
+    rng = np.random.default_rng(seed)
+    cells = max(1, n // cell_size)
+    sample = vectors[rng.choice(n, size=min(n, cells * 64), replace=False)]
+    centres = sample[rng.choice(len(sample), size=cells, replace=False)]
+    for _ in range(5):  # k-means on the sample, cosine
+        nearest = np.argmax(sample @ centres.T, axis=1)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, nearest, sample)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centres = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centres)
+    owners: list[np.ndarray] = []
+    for start in range(0, n, _BLOCK * 8):
+        scores = vectors[start : start + _BLOCK * 8] @ centres.T
+        top = np.argpartition(-scores, min(probes, cells) - 1, axis=1)[:, :probes]
+        owners.append(top)
+    assignment = np.concatenate(owners)  # (n, probes)
+    face_of = np.repeat(np.arange(n), assignment.shape[1])
+    order = np.argsort(assignment.ravel(), kind="stable")
+    by_cell = np.split(face_of[order], np.cumsum(np.bincount(assignment.ravel(), minlength=cells)))
+    sources, targets, cosines = [], [], []
+    for members in by_cell:
+        if len(members) < 2 or not free[members].any():
+            continue
+        sims = vectors[members] @ vectors[members].T
+        # Each pair once (upper triangle), and only pairs that touch a free face.
+        sims[np.tril_indices(len(members))] = -2.0
+        sims[np.ix_(~free[members], ~free[members])] = -2.0
+        r, c, cos = _edges(sims, floor, neighbours, members, members)
+        sources.append(r)
+        targets.append(c)
+        cosines.append(cos)
+    if not sources:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    src, dst, cos = np.concatenate(sources), np.concatenate(targets), np.concatenate(cosines)
+    low, high = np.minimum(src, dst), np.maximum(src, dst)
+    _, first = np.unique(low * n + high, return_index=True)  # a pair found in two cells
+    return low[first], high[first], cos[first]
 
 
 def _edges(
@@ -143,7 +204,8 @@ def cluster_faces(
         banned[label[face]].add(int(person))
 
     # Edges that can matter touch a free face (two fixed clusters never merge).
-    src, dst, cos = similarity_graph(vectors, floor, neighbours, rows=free)
+    graph = similarity_graph if n <= EXACT_UP_TO else partitioned_graph
+    src, dst, cos = graph(vectors, floor, neighbours, rows=free)
     adjacency: list[dict[int, list[float]]] = [{} for _ in range(m)]
     for a, b, s in zip(label[src].tolist(), label[dst].tolist(), cos.tolist(), strict=True):
         if a == b:
