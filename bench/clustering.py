@@ -166,7 +166,9 @@ def quality_rows(pack_name: str) -> tuple[list[str], dict[str, float]]:
         f"{best_cw[0]} (best of 0.4-0.6, same length)",
         lambda: chinese_whispers(scaled, best_cw[0]),
     )
-    eps_sweep = [(e, bcubed(dbscan(vectors, e), truth)[2]) for e in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)]
+    eps_sweep = [
+        (e, bcubed(dbscan(vectors, e), truth)[2]) for e in (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+    ]
     best_eps = max(eps_sweep, key=lambda item: item[1])[0]
     _, _, f = row(
         "scikit-learn DBSCAN",

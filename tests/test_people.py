@@ -395,3 +395,12 @@ def test_service_stats(client: TestClient, album: dict[str, str]) -> None:
     assert body["by_collection"]["album"]["faces"] == len(album)
     (pack,) = body["per_model_pack"]
     assert body["per_model_pack"][pack]["faces"] == body["faces"]
+
+
+def test_the_ray_graph_exposes_every_people_storage_method() -> None:
+    # The Search deployment refuses any storage method not listed (a 400 in production).
+    from serve_app.deployments.search import STORAGE_METHODS
+    from serve_app.store.people_facade import PeopleMethods
+
+    public = {name for name in vars(PeopleMethods) if not name.startswith("_")}
+    assert len(public) >= 17 and public <= STORAGE_METHODS

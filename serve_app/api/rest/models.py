@@ -245,6 +245,9 @@ class FaceOut(BaseModel):
     metadata: JsonObject
     person_id: str | None
     created_at: datetime
+    confirmed: bool = Field(
+        False, description="Put in its person by a user: clustering never moves it."
+    )
 
     @classmethod
     def of(cls, face: FaceRecord) -> FaceOut:
@@ -259,6 +262,7 @@ class FaceOut(BaseModel):
             metadata=face.metadata,
             person_id=face.person_id,
             created_at=face.created_at,
+            confirmed=face.confirmed,
         )
 
 
