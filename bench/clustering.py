@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,14 @@ from serve_app.evaluation.embeddings import (
     load_pack_for_evaluation,
 )
 from serve_app.service import clustering as service
-from serve_app.service.linkage import cluster_faces
+from serve_app.service.linkage import EXACT_UP_TO, cluster_faces
 
 REPO = Path(__file__).resolve().parent.parent
 LFW = REPO.parent / "shared" / "data" / "faces" / "lfw_view1"
 SECTION = "## Clustering faces into persons"
 SWEEP = (55.0, 60.0, 65.0, 70.0, 75.0, 80.0)
-SIZES = (10_000, 100_000)
+SIZES = (10_000, 100_000, 1_000_000)
+SIZE_TIMEOUT_S = 900
 
 
 def bcubed(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -194,30 +196,43 @@ def synthetic(n: int, dim: int = 128, seed: int = 7) -> tuple[np.ndarray, np.nda
 
 def scale_child(n: int, cosine: float) -> None:
     vectors, truth = synthetic(n)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()  # numpy's buffers are traced too
     started = time.perf_counter()
     labels = cluster_faces(vectors, np.arange(n), cosine).labels
     elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     p, r, f = bcubed(labels, truth)
-    print(json.dumps({"n": n, "s": elapsed, "mb": (peak - base) / 1024, "f": f, "p": p}))
+    print(json.dumps({"n": n, "s": elapsed, "mb": peak / 2**20, "rss": rss, "f": f, "p": p}))
 
 
 def scale_rows(cosine: float) -> list[str]:
     rows = [
-        "| faces | time | memory beyond the vectors (peak RSS growth) | BCubed F (synthetic) |",
-        "|---:|---:|---:|---:|",
+        "| faces | graph | time | peak memory allocated while clustering | process peak RSS "
+        "| BCubed F (synthetic) |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for n in SIZES:
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.clustering", "--scale-child", str(n), str(cosine)],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=REPO,
-        ).stdout
+        graph = "exact" if n <= EXACT_UP_TO else "partitioned"
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.clustering", "--scale-child", str(n), str(cosine)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=REPO,
+                timeout=SIZE_TIMEOUT_S,
+            ).stdout
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
+            why = "timed out" if isinstance(exc, subprocess.TimeoutExpired) else "failed"
+            rows.append(f"| {n:,} | {graph} | {why} after {SIZE_TIMEOUT_S} s at most | | | |")
+            continue
         got = json.loads(out.strip().splitlines()[-1])
-        rows.append(f"| {n:,} | {got['s']:.1f} s | {got['mb']:.0f} MB | {got['f']:.4f} |")
+        rows.append(
+            f"| {n:,} | {graph} | {got['s']:.1f} s | {got['mb']:.0f} MB | {got['rss']:.0f} MB "
+            f"| {got['f']:.4f} |"
+        )
         print(rows[-1], file=sys.stderr)
     return rows
 
@@ -268,10 +283,12 @@ def main(argv: list[str] | None = None) -> None:
                     "",
                     *scale,
                     "",
-                    "1M faces: not run. The graph is exact (blocked matrix products, "
-                    "O(n^2 d)): from the 100k time, 1M would take about 100x as long "
-                    "(over an hour on 2 cores). At that size the graph should come from an "
-                    "ANN index (pgvector HNSW, as the store already has) instead.",
+                    "The algorithm alone (no database). The partitioned graph grows about "
+                    "linearly (cells of ~512 faces, 3 probes each); the merge loop is pure "
+                    "Python over a few edges a face. For a real 1M-face collection the "
+                    "snapshot (512 MB of 128-D vectors through the Search deployment) and one "
+                    "transaction writing every face are the limits: run it as a Ray job "
+                    "(issue 11's job kind) rather than in the ingress.",
                 ]
                 if scale
                 else []

@@ -146,6 +146,15 @@ def test_clustering_groups_real_people_without_mixing_them(
     found = {next(iter(ids)) for ids in members.values()}
     missing = [i for i, n in counts.items() if n >= 2 and i not in found]
     assert not missing, missing
+    # ... as one person, nearly always (measured: 17 of the 18 are exactly one person, one
+    # deepface identity is two); its largest person holds most of its faces.
+    split = []
+    for identity, n in counts.items():
+        held = Counter(assigned[f] for f, i in truth.items() if i == identity and assigned[f])
+        if n >= 2:
+            assert held.most_common(1)[0][1] * 2 >= n, (identity, n, held)
+            split += [identity] if len(held) > 1 else []
+    assert len(split) <= 1, split
     # New persons: generated ids, no name; they are Rekognition users (ListUsers' listing).
     person_id = next(iter(members))
     assert person_id.startswith("p-")
