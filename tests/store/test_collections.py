@@ -42,7 +42,7 @@ def test_migrate_is_idempotent_and_safe_to_run_concurrently(store: Store) -> Non
     with store.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM faceserve.alembic_version")).all()
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0003" and [v[0] for v in versions] == [head]
+    assert head == "0006" and [v[0] for v in versions] == [head]
 
 
 def test_create_get_list_delete(store: Store) -> None:
