@@ -66,6 +66,10 @@ class SplitPersonRequest(RequestBody):
     )
 
 
+class RejectFaceRequest(RequestBody):
+    """No fields: an empty body (or `{}`) is the whole request."""
+
+
 class EnrollRequest(RequestBody):
     IMAGES: ClassVar[tuple[str, ...]] = ("image",)
     person_id: str = Field(description="Your id for the person; created if new.")

@@ -14,6 +14,7 @@ from serve_app.api.rest.faces import Cursor, PageLimit
 from serve_app.api.rest.models import FaceOut, PersonOut
 from serve_app.api.rest.models_people import (
     PersonFacePage,
+    RejectFaceRequest,
     SplitPersonRequest,
     SplitResponse,
     UpdatePersonRequest,
@@ -24,6 +25,7 @@ from serve_app.service import params
 router = APIRouter(tags=["persons"])
 UPDATE = ReadBody(UpdatePersonRequest)
 SPLIT = ReadBody(SplitPersonRequest)
+REJECT = ReadBody(RejectFaceRequest)
 
 
 @router.patch(
@@ -90,7 +92,14 @@ async def split_person(
     description="The face leaves the person (if it was there) and clustering never puts it "
     "back there.",
     response_model=PersonOut,
-    responses=error_responses(404),
+    responses=error_responses(404, 413, 415),
+    openapi_extra=REJECT.openapi,
 )
-async def reject_face(name: str, person_id: str, face_id: str, services: ServicesDep) -> PersonOut:
+async def reject_face(
+    name: str,
+    person_id: str,
+    face_id: str,
+    services: ServicesDep,
+    body: Annotated[Parsed[RejectFaceRequest], Depends(REJECT)],
+) -> PersonOut:
     return PersonOut.of(await services.people.reject_face(name, person_id, face_id))
