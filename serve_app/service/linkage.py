@@ -225,10 +225,12 @@ def cluster_faces(
 
     version = [0] * m
     heap: list[tuple[float, int, int, int, int]] = []
+    # Only pairs at or above the threshold are queued: a pair's average changes only when
+    # one side merges, and then it is looked at again.
     for a in range(m):
         for b in adjacency[a]:
-            if a < b:
-                heap.append((-average(a, b), a, b, 0, 0))
+            if a < b and (value := average(a, b)) >= min_cosine:
+                heap.append((-value, a, b, 0, 0))
     heapq.heapify(heap)
 
     parent = list(range(m))
@@ -266,8 +268,10 @@ def cluster_faces(
         adjacency[b] = {}
         version[a] += 1
         for other in adjacency[a]:
-            lo, hi = (a, other) if a < other else (other, a)
-            heapq.heappush(heap, (-average(a, other), lo, hi, version[lo], version[hi]))
+            value = average(a, other)
+            if value >= min_cosine:
+                lo, hi = (a, other) if a < other else (other, a)
+                heapq.heappush(heap, (-value, lo, hi, version[lo], version[hi]))
 
     roots = np.array([_root(parent, c) for c in range(m)], dtype=np.int64)
     final, compact = np.unique(roots[label], return_inverse=True)
