@@ -129,14 +129,20 @@ def partitioned_graph(
     for members in by_cell:
         if len(members) < 2 or not free[members].any():
             continue
-        sims = vectors[members] @ vectors[members].T
-        # Each pair once (upper triangle), and only pairs that touch a free face.
-        sims[np.tril_indices(len(members))] = -2.0
-        sims[np.ix_(~free[members], ~free[members])] = -2.0
-        r, c, cos = _edges(sims, floor, neighbours, members, members)
-        sources.append(r)
-        targets.append(c)
-        cosines.append(cos)
+        mine = vectors[members]
+        # Rows in blocks, so that an oversized cell cannot blow up memory.
+        rows_per_block = int(max(16, _MAX_BLOCK_CELLS // len(members)))
+        for start in range(0, len(members), rows_per_block):
+            stop = min(start + rows_per_block, len(members))
+            sims = mine[start:stop] @ mine.T
+            # Each pair once (the upper triangle), and only pairs that touch a free face.
+            own = np.arange(start, stop)[:, None]
+            sims[np.arange(len(members))[None, :] <= own] = -2.0
+            sims[np.ix_(~free[members[start:stop]], ~free[members])] = -2.0
+            r, c, cos = _edges(sims, floor, neighbours, members[start:stop], members)
+            sources.append(r)
+            targets.append(c)
+            cosines.append(cos)
     if not sources:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
