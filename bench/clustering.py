@@ -278,8 +278,8 @@ def main(argv: list[str] | None = None) -> None:
             *(
                 [
                     "",
-                    "Time and memory (synthetic vectors, default threshold, exact blocked "
-                    "similarity graph, 2 cores):",
+                    "Time and memory (synthetic vectors, default threshold, 2 cores; each size "
+                    "in its own process):",
                     "",
                     *scale,
                     "",
@@ -288,7 +288,10 @@ def main(argv: list[str] | None = None) -> None:
                     "Python over a few edges a face. For a real 1M-face collection the "
                     "snapshot (512 MB of 128-D vectors through the Search deployment) and one "
                     "transaction writing every face are the limits: run it as a Ray job "
-                    "(issue 11's job kind) rather than in the ingress.",
+                    "(issue 11's job kind) rather than in the ingress. At 1M the memory is the "
+                    "merge loop's Python structures (a dict, two sets and a list for every "
+                    "face's starting group), not the graph: a run that size would want the "
+                    "merge in compiled code (or the collection clustered in parts).",
                 ]
                 if scale
                 else []
