@@ -178,7 +178,37 @@ def _cases(client: TestClient, image: bytes) -> list[tuple[str, str, str, dict[s
         return job_id
 
     jobs = [job(), job(), job("pause"), job(), job("cancel")]
+    # People: a person to split and one to reject a face from, a clustering run to read.
+    f3, f4 = (index(client, name, image)["indexed"][0]["face_id"] for _ in range(2))
+    for person, face in ((p, f3), (e, f4)):
+        r = client.post(
+            f"{base}/{person}/faces", json={"face_ids": [face], "threshold": 0}, headers=ADMIN_H
+        )
+        assert r.status_code == 200, r.text
+    grouped = collection(client, "grouped")  # clustering runs apart: they would move faces
+    run = client.post(f"/v1/collections/{grouped}/clusters", json={}, headers=ADMIN_H)
+    assert run.status_code == 202, run.text
+    enroll = {
+        "files": {"image": ("i.jpg", image)},
+        "data": {"person_id": f"enrolled-{uuid.uuid4().hex[:6]}", "threshold": "100"},
+    }
     return [
+        ("read", "GET", f"/v1/collections/{grouped}/clusters", {}),
+        ("read", "GET", f"/v1/collections/{grouped}/clusters/{run.json()['run_id']}", {}),
+        ("read", "GET", f"{base}/{p}/faces", {}),
+        ("read", "POST", f"/v1/collections/{name}/identify", img),
+        ("read", "POST", "/v1/recognize", img),
+        ("read", "GET", f"/v1/collections/{name}/history", {}),
+        ("read", "GET", f"{base}/{p}/history", {}),
+        ("read", "GET", f"/v1/collections/{name}/stats", {}),
+        ("read", "GET", "/v1/stats", {}),
+        ("read", "GET", f"/v1/collections/{name}/people-settings", {}),
+        ("write", "POST", f"/v1/collections/{grouped}/clusters", {"json": {}}),
+        ("write", "PATCH", f"{base}/{p}", {"json": {"name": "Pat"}}),
+        ("write", "POST", f"{base}/{p}/split", {"json": {"face_ids": [f3]}}),
+        ("write", "POST", f"{base}/{e}/faces/{f4}/reject", {"json": {}}),
+        ("write", "POST", f"/v1/collections/{name}/enroll", enroll),
+        ("admin", "PATCH", f"/v1/collections/{name}/people-settings", {"json": {}}),
         ("write", "POST", f"/v1/collections/{name}/jobs", {"json": {"source": folder}}),
         ("read", "GET", "/v1/jobs", {}),
         ("read", "GET", f"/v1/jobs/{jobs[0]}", {}),

@@ -115,8 +115,9 @@ class AlbumIndexer:
     def process(self, claims: Sequence[ClaimedImage]) -> dict[str, int]:
         """Index a group of claimed images (their files read in parallel, their faces
         embedded in one batch); returns how many ended in each outcome."""
-        reads = [self._reader.submit(self._read, c) for c in claims]
-        prepared = [self._prepare(c, r) for c, r in zip(claims, reads, strict=True)]
+        reads = [self._reader.submit(self._read_and_hash, c) for c in claims]
+        known = self._known(claims, reads)
+        prepared = [self._prepare(c, r, known) for c, r in zip(claims, reads, strict=True)]
         chips = [p.faces.faces[i].chip for p in prepared if p.image is not None for i in p.keep]
         vectors = self.pack.embed_chips(np.stack(chips)) if chips else np.zeros((0, 0))
         outcomes: dict[str, int] = {}
@@ -128,14 +129,31 @@ class AlbumIndexer:
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
         return outcomes
 
-    def _prepare(self, claim: ClaimedImage, read: Any) -> _Prepared:
+    def _read_and_hash(self, claim: ClaimedImage) -> tuple[bytes, str]:
+        data = self._read(claim)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _known(self, claims: Sequence[ClaimedImage], reads: Sequence[Any]) -> set[str]:
+        """Hashes or external ids (as the job skips by) of the group's images the collection
+        holds already; one query (a group comes from one job)."""
+        images = []
+        for claim, read in zip(claims, reads, strict=True):
+            if read.exception() is None:
+                images.append(NewImage(claim.external_image_id, 1, 1, None, read.result()[1]))
+        skip = claims[0].options.get("skip_existing", "hash")
+        try:
+            return self.jobs.indexed_among(claims[0].collection, images, skip)
+        except FaceserveError:  # e.g. the collection is gone: each image says so below
+            return set()
+
+    def _prepare(self, claim: ClaimedImage, read: Any, known: set[str]) -> _Prepared:
         options = claim.options
         skip = options.get("skip_existing", "hash")
         try:
-            data = read.result()
-            content_hash = hashlib.sha256(data).hexdigest()
+            data, content_hash = read.result()
             image = NewImage(claim.external_image_id, 1, 1, None, content_hash)
-            if self.jobs.is_indexed(claim.collection, image, skip):
+            key = content_hash if skip == "hash" else claim.external_image_id
+            if skip != "none" and key in known:
                 return _Prepared(claim, skipped=True, image=image)
             found: ImageFaces = detect_faces(self.pack, data, self.limits)
             level = QualityFilter.parse(options.get("quality_filter"))

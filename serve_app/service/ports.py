@@ -19,6 +19,7 @@ import numpy as np
 
 from serve_app.config import ImageLimits
 from serve_app.service.analysis import ImageFaces, detect_faces
+from serve_app.service.people_ports import PeopleStoragePort
 from serve_app.store.database import outages_as_unavailable
 from serve_app.store.jobs import ImageFailure, JobRecord
 from serve_app.store.records import (
@@ -47,7 +48,7 @@ class Pipeline(Protocol):
     async def embed(self, chips: np.ndarray) -> np.ndarray: ...
 
 
-class Storage(Protocol):
+class Storage(PeopleStoragePort, Protocol):
     """Collections, faces and persons (implemented by `serve_app.store.Store`, awaited)."""
 
     async def ping(self) -> bool: ...
@@ -185,7 +186,7 @@ def _protocol_methods(protocol: type) -> frozenset[str]:
 
 
 # The storage port's methods: all that the Search deployment lets a caller run.
-STORAGE_METHODS = _protocol_methods(Storage)
+STORAGE_METHODS = _protocol_methods(Storage) | _protocol_methods(PeopleStoragePort)
 JOB_QUEUE_METHODS = _protocol_methods(JobQueue)
 
 

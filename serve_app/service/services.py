@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serve_app.service.clustering import ClusterService
 from serve_app.service.context import CollectionContext
 from serve_app.service.erasure import ErasureService
 from serve_app.service.faces import FaceService
+from serve_app.service.identify import IdentifyService
 from serve_app.service.jobs import JobService
+from serve_app.service.people import PeopleService
 from serve_app.service.persons import PersonService
 from serve_app.service.ports import Pipeline, Storage
 from serve_app.store.photo_cipher import PhotoCipher
@@ -21,6 +24,9 @@ class Services:
     faces: FaceService
     persons: PersonService
     erasure: ErasureService
+    clusters: ClusterService
+    people: PeopleService
+    identify: IdentifyService
     jobs: JobService | None = None  # album jobs, where the service runs them
 
     @classmethod
@@ -39,5 +45,12 @@ class Services:
         cipher = None if photo_key is None else PhotoCipher(photo_key)
         context = CollectionContext(storage, pipelines, default_pack, store_images, cipher)
         return cls(
-            context, FaceService(context), PersonService(context), ErasureService(context), jobs
+            context,
+            FaceService(context),
+            PersonService(context),
+            ErasureService(context),
+            ClusterService(context),
+            PeopleService(context),
+            IdentifyService(context),
+            jobs,
         )

@@ -32,3 +32,17 @@ COMPARE = 40.0
 # mistake, so nearly every genuine face must pass: FMR 1e-2, TMR 99.2 % (the old default 75
 # sat at about the same place, 20 on this scale).
 ASSOCIATION = 20.0
+
+# Group faces into persons (REST clusters): two groups merge while the average similarity
+# over all their face pairs reaches it (average linkage). Chosen on LFW View 1 (every image:
+# 1,165 identities with >= 2 images and 1,930 singletons), the highest F with BCubed
+# precision >= 0.98: precision 0.981, recall 0.921, F 0.950 (BENCHMARKS.md "Clustering").
+CLUSTERING = 66.0
+
+# Identify every face of an image (REST identify): each face searches the persons, so the
+# risk and the default are those of a person search.
+IDENTIFY = PERSON_SEARCH
+
+# Enrol a face (REST enroll): refused when it reaches this with another person's face, a
+# person search's risk (a face that merely resembles someone is not refused).
+ENROLL_CONFLICT = PERSON_SEARCH

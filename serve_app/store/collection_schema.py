@@ -100,6 +100,10 @@ persons = Table(
     Column("external_id", Text, unique=True),
     Column("metadata", JSONB, nullable=False, server_default=_EMPTY_JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # A display name the client may set (persons found by clustering start without one).
+    Column("name", Text),
+    # Made by clustering (a generated `p-...` id), not by a client.
+    Column("generated", Boolean, nullable=False, server_default=text("false")),
 )
 
 faces = Table(
@@ -116,6 +120,9 @@ faces = Table(
     Column("metadata", JSONB, nullable=False, server_default=_EMPTY_JSON),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("seq", BigSerial, FetchedValue(), nullable=False, unique=True),
+    # Put in its person by a user (associated, enrolled, split, merged): clustering never
+    # moves it.
+    Column("confirmed", Boolean, nullable=False, server_default=text("false")),
     Index("faces_image_id", "image_id"),
     Index("faces_person_id", "person_id"),
 )
@@ -130,6 +137,43 @@ request_tokens = Table(
     Column("response", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("request_tokens_created_at", "created_at"),
+)
+
+# "This face is not that person": clustering never puts the face back in the person.
+person_rejections = Table(
+    "person_rejections",
+    metadata,
+    Column(
+        "face_id",
+        UUID(as_uuid=False),
+        ForeignKey(faces.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "person_id",
+        UUID(as_uuid=False),
+        ForeignKey(persons.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("person_rejections_person_id", "person_id"),
+)
+
+# Identification history (with the collection's `match_history` setting): who was seen,
+# when, where in the frame, from which source. No image and no embedding are kept. A
+# deleted person's rows go with it.
+identifications = Table(
+    "identifications",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("person_id", UUID(as_uuid=False), ForeignKey(persons.c.id, ondelete="CASCADE")),
+    Column("similarity", REAL),
+    Column("bounding_box", JSONB, nullable=False),
+    Column("source", Text),
+    Column("key_id", Text),  # the API key that asked, once keys exist
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("identifications_created_at", "created_at"),
+    Index("identifications_person_id", "person_id", "seq"),
 )
 
 
@@ -155,6 +199,8 @@ class CollectionTables(NamedTuple):
     faces: Table
     request_tokens: Table
     vector_changes: Table
+    person_rejections: Table
+    identifications: Table
 
 
 def schema_name_for(collection_id: uuid.UUID) -> str:
@@ -200,7 +246,15 @@ def tables_for(schema_name: str) -> CollectionTables:
     return CollectionTables(
         *(
             in_schema(schema_name, t)
-            for t in (images, persons, faces, request_tokens, vector_changes)
+            for t in (
+                images,
+                persons,
+                faces,
+                request_tokens,
+                vector_changes,
+                person_rejections,
+                identifications,
+            )
         )
     )
 

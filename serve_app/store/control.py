@@ -130,3 +130,38 @@ job_images = Table(
     Index("job_images_job_state", "job_id", "state", "id"),
     Index("job_images_finished", "job_id", "finished_at"),
 )
+
+# Clustering runs (revision 0006): durable, so a restart shows an interrupted run as such.
+cluster_runs = Table(
+    "cluster_runs",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column(
+        "collection_id",
+        UUID(as_uuid=False),
+        ForeignKey(collections.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("mode", Text, nullable=False),  # incremental | full
+    Column("state", Text, nullable=False),  # running | succeeded | failed | interrupted
+    Column("parameters", JSONB, nullable=False),
+    Column("result", JSONB),
+    Column("error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+# Per-collection settings of the people features (revision 0006); no row: the defaults.
+collection_settings = Table(
+    "collection_settings",
+    metadata,
+    Column(
+        "collection_id",
+        UUID(as_uuid=False),
+        ForeignKey(collections.c.id, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("match_history", Boolean, nullable=False),
+    Column("history_retention_days", Integer, nullable=False),
+)

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, Select, select
 from serve_app.errors import InvalidParameter
 from serve_app.store import validation as check
 from serve_app.store.collection_schema import CollectionTables, tables_for
-from serve_app.store.records import CollectionRecord, FaceRecord, NewFace
+from serve_app.store.records import CollectionRecord, FaceRecord, NewFace, NewImage
 from serve_app.store.vectors import VectorIndex
 
 
@@ -64,6 +64,7 @@ def face_record(row: Row[Any]) -> FaceRecord:
         created_at=row.created_at,
         image_width=row.image_width,
         image_height=row.image_height,
+        confirmed=bool(row.confirmed),
     )
 
 
@@ -97,3 +98,38 @@ def remove_faces(
         conn.execute(t.images.delete().where(t.images.c.id.in_(image_ids), ~still_used.exists()))
     gone = {str(row.id) for row in deleted}
     return [i for i in ids if i in gone]
+
+
+def insert_faces(
+    conn: Connection,
+    index: VectorIndex,
+    collection: CollectionRecord,
+    image: NewImage,
+    external_image_id: str | None,
+    faces: Sequence[NewFace],
+) -> list[str]:
+    """Write an image row, its faces and their vectors (checked); returns the face ids. An
+    image with no faces still gets its row (album jobs record that it was seen). The caller
+    commits, then calls the index's `after_commit`."""
+    image_id = str(uuid.uuid4())
+    t = tables_for(collection.schema_name)
+    conn.execute(
+        t.images.insert().values(
+            id=image_id,
+            external_image_id=external_image_id,
+            width=image.width,
+            height=image.height,
+            data=image.data,
+            content_hash=image.content_hash,
+        )
+    )
+    if not faces:
+        return []
+    vectors = np.stack(
+        [check.embedding(f.embedding, collection.embedding_dim, collection.name) for f in faces]
+    )
+    face_rows = [face_row(face, image_id, external_image_id) for face in faces]
+    conn.execute(t.faces.insert(), face_rows)
+    face_ids = [row["id"] for row in face_rows]
+    index.add(conn, collection, face_ids, vectors)
+    return face_ids

@@ -177,7 +177,19 @@ class PersonStorage:
                 )
             if added:
                 conn.execute(
-                    t.faces.update().where(t.faces.c.id.in_(added)).values(person_id=person.id)
+                    t.faces.update()
+                    .where(t.faces.c.id.in_(added))
+                    .values(person_id=person.id, confirmed=True)
+                )
+            # Associated by hand: confirmed, and no longer "not this person".
+            mine = [i for i in ids if i not in refused]
+            if mine:
+                conn.execute(t.faces.update().where(t.faces.c.id.in_(mine)).values(confirmed=True))
+                conn.execute(
+                    t.person_rejections.delete().where(
+                        t.person_rejections.c.person_id == person.id,
+                        t.person_rejections.c.face_id.in_(mine),
+                    )
                 )
             change = PersonFacesChange(
                 _person_record(person, len(own) + len(added)),
@@ -215,7 +227,9 @@ class PersonStorage:
             removed = [i for i in ids if owners.get(i) == pid]
             if removed:
                 conn.execute(
-                    t.faces.update().where(t.faces.c.id.in_(removed)).values(person_id=None)
+                    t.faces.update()
+                    .where(t.faces.c.id.in_(removed))
+                    .values(person_id=None, confirmed=False)
                 )
             refused_ids = {r.face_id for r in refused}
             change = PersonFacesChange(
@@ -255,15 +269,32 @@ class PersonStorage:
                     f"merged, person {into_id!r} would hold {count} faces; "
                     f"a person holds at most {limit}"
                 )
+            # A merge by a user is a decision clustering keeps: both persons' faces confirmed.
             conn.execute(
-                t.faces.update().where(t.faces.c.person_id == merged.id).values(person_id=target.id)
+                t.faces.update()
+                .where(t.faces.c.person_id.in_([merged.id, target.id]))
+                .values(person_id=target.id, confirmed=True)
+            )
+            conn.execute(
+                t.person_rejections.update()
+                .where(t.person_rejections.c.person_id == merged.id)
+                .values(person_id=target.id)
+                .where(
+                    ~t.person_rejections.c.face_id.in_(
+                        select(t.person_rejections.c.face_id).where(
+                            t.person_rejections.c.person_id == target.id
+                        )
+                    )
+                )
             )
             metadata = dict(merged.metadata) | dict(target.metadata)
             conn.execute(
                 t.persons.update().where(t.persons.c.id == target.id).values(metadata=metadata)
             )
             conn.execute(t.persons.delete().where(t.persons.c.id == merged.id))
-            return PersonRecord(into_id, metadata, count, target.created_at)
+            return PersonRecord(
+                into_id, metadata, count, target.created_at, target.name, bool(target.generated)
+            )
 
     def search_persons(
         self,
@@ -411,4 +442,6 @@ def _person_record(row: Row[Any], face_count: int) -> PersonRecord:
         metadata=dict(row.metadata),
         face_count=int(face_count),
         created_at=row.created_at,
+        name=row.name,
+        generated=bool(row.generated),
     )

@@ -69,6 +69,7 @@ class FaceRecord:
     # The size of the image the face was found in: its box and landmarks are in its pixels.
     image_width: int | None = None
     image_height: int | None = None
+    confirmed: bool = False  # put in its person by a user: clustering never moves it
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class PersonRecord:
     metadata: dict[str, Any]
     face_count: int
     created_at: datetime
+    name: str | None = None  # a display name (persons found by clustering start without)
+    generated: bool = False  # made by clustering, with a generated `p-...` id
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,8 @@ class PersonRecord:
             "metadata": self.metadata,
             "face_count": self.face_count,
             "created_at": self.created_at.isoformat(),
+            "name": self.name,
+            "generated": self.generated,
         }
 
     @classmethod
@@ -95,6 +100,8 @@ class PersonRecord:
             dict(data["metadata"]),
             int(data["face_count"]),
             datetime.fromisoformat(data["created_at"]),
+            data.get("name"),
+            bool(data.get("generated", False)),
         )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from serve_app.errors import AlreadyExists, InvalidParameter, NotFound
 from serve_app.store import validation as check
 from serve_app.store.access import CollectionAccess, collection_record, count_faces_and_persons
+from serve_app.store.cluster_runs import ClusterRunStorage
 from serve_app.store.collection_schema import (
     create_collection_schema,
     drop_collection_schema,
@@ -30,7 +31,16 @@ from serve_app.store.collection_schema import (
 from serve_app.store.control import collections
 from serve_app.store.database import create_engine_for
 from serve_app.store.erasure import erase
-from serve_app.store.faces import face_record, face_row, faces_by_id, faces_query, remove_faces
+from serve_app.store.faces import (
+    face_record,
+    faces_by_id,
+    faces_query,
+    insert_faces,
+    remove_faces,
+)
+from serve_app.store.history import HistoryStorage
+from serve_app.store.people import PeopleStorage
+from serve_app.store.people_facade import PeopleMethods
 from serve_app.store.persons import PersonStorage
 from serve_app.store.records import (
     CollectionRecord,
@@ -49,7 +59,7 @@ MAX_K = 4096
 _UNIQUE_VIOLATION = "23505"
 
 
-class Store:
+class Store(PeopleMethods):
     """Collections, faces and persons in PostgreSQL, vectors in the configured `VectorIndex`.
 
     Collections and faces are handled here; persons by a `PersonStorage` and the repair API
@@ -74,6 +84,9 @@ class Store:
         self._indexes = self._access.indexes
         self._persons = PersonStorage(self._access)
         self._repair = StorageRepair(self._access)
+        self._people = PeopleStorage(self._access)
+        self._runs = ClusterRunStorage(self._access)
+        self._history = HistoryStorage(self._access)
 
     @classmethod
     def open(
@@ -288,27 +301,9 @@ class Store:
         external_image_id = self._check_image(image)
         if len(faces) > MAX_PAGE:
             raise InvalidParameter(f"at most {MAX_PAGE} faces per image, got {len(faces)}")
-        t = tables_for(collection.schema_name)
-        image_id = str(uuid.uuid4())
-        conn.execute(
-            t.images.insert().values(
-                id=image_id,
-                external_image_id=external_image_id,
-                width=image.width,
-                height=image.height,
-                data=image.data,
-                content_hash=image.content_hash,
-            )
+        face_ids = insert_faces(
+            conn, self._access.index(collection), collection, image, external_image_id, faces
         )
-        if not faces:
-            return []
-        vectors = np.stack(
-            [check.embedding(f.embedding, collection.embedding_dim, collection.name) for f in faces]
-        )
-        face_rows = [face_row(face, image_id, external_image_id) for face in faces]
-        conn.execute(t.faces.insert(), face_rows)
-        face_ids = [row["id"] for row in face_rows]
-        self._access.index(collection).add(conn, collection, face_ids, vectors)
         return faces_by_id(conn, collection, face_ids) if read_back else face_ids
 
     def after_commit(self, collection: CollectionRecord) -> None:

@@ -14,14 +14,19 @@ from serve_app.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from serve_app.api.rekognition import rekognition_route
 from serve_app.api.rest import (
     audit,
+    clusters,
     collections,
     erasure,
     faces,
+    history,
+    identify,
     jobs,
     keys,
     operations,
+    person_decisions,
     persons,
     stateless,
+    stats,
 )
 from serve_app.api.rest.auth import AuditMiddleware
 from serve_app.api.rest.errors import install_error_handlers
@@ -49,7 +54,18 @@ curl -X POST http://127.0.0.1:8000/v1/collections/album/search -F image=@query.j
 The Amazon Rekognition-compatible API (AWS JSON 1.1, SigV4) is at `POST /`; see the README.
 """
 
-ROUTERS = (stateless, collections, faces, persons, jobs, erasure, keys, audit, operations)
+ROUTERS = (
+    stateless,
+    collections,
+    faces,
+    persons,
+    *(clusters, person_decisions, stats, identify, history),  # people
+    jobs,
+    erasure,
+    keys,
+    audit,
+    operations,
+)
 SECURITY_SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "An API key's secret."},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

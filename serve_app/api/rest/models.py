@@ -245,6 +245,9 @@ class FaceOut(BaseModel):
     metadata: JsonObject
     person_id: str | None
     created_at: datetime
+    confirmed: bool = Field(
+        False, description="Put in its person by a user: clustering never moves it."
+    )
 
     @classmethod
     def of(cls, face: FaceRecord) -> FaceOut:
@@ -259,6 +262,7 @@ class FaceOut(BaseModel):
             metadata=face.metadata,
             person_id=face.person_id,
             created_at=face.created_at,
+            confirmed=face.confirmed,
         )
 
 
@@ -393,6 +397,10 @@ class PersonOut(BaseModel):
     metadata: JsonObject
     face_count: int = Field(description=f"Faces associated, at most {params.MAX_PERSON_FACES}.")
     created_at: datetime
+    name: str | None = Field(
+        None, description="Display name; persons found by clustering have none."
+    )
+    generated: bool = Field(False, description="Found by clustering (a generated `p-...` id).")
 
     @classmethod
     def of(cls, p: PersonRecord) -> PersonOut:
@@ -401,6 +409,8 @@ class PersonOut(BaseModel):
             metadata=p.metadata,
             face_count=p.face_count,
             created_at=p.created_at,
+            name=p.name,
+            generated=p.generated,
         )
 
 

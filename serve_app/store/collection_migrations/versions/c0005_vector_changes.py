@@ -5,7 +5,7 @@ that what this revision does never changes. Faces indexed before it need no log 
 replica builds its local index from `face_vectors` and follows the log from then on.
 
 Revision ID: c0005
-Revises: c0003
+Revises: c0004
 Create Date: 2026-12-02
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from serve_app.store.collection_schema import PLACEHOLDER
 
 revision: str = "c0005"
-down_revision: str | None = "c0003"
+down_revision: str | None = "c0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
