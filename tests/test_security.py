@@ -33,6 +33,7 @@ from serve_app.store.jobs import JobStore
 from serve_app.store.photo_cipher import MAGIC, PhotoCipher
 from serve_app.store.security import SecurityStore
 from serve_app.vision.packs.dlib_r29 import DlibR29Pack
+from tests.conftest import insightface_image
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # Starlette asks for httpx2
@@ -188,8 +189,9 @@ def _cases(client: TestClient, image: bytes) -> list[tuple[str, str, str, dict[s
     grouped = collection(client, "grouped")  # clustering runs apart: they would move faces
     run = client.post(f"/v1/collections/{grouped}/clusters", json={}, headers=ADMIN_H)
     assert run.status_code == 202, run.text
+    stranger = insightface_image("Tom_Hanks_54745.png").read_bytes()  # matches nobody here
     enroll = {
-        "files": {"image": ("i.jpg", image)},
+        "files": {"image": ("i.png", stranger)},
         "data": {"person_id": f"enrolled-{uuid.uuid4().hex[:6]}", "threshold": "100"},
     }
     return [
@@ -538,7 +540,14 @@ def test_sql_injection_in_every_path_parameter_is_refused_and_changes_nothing(
     before = state()
     templates = [r.path for r in app_client.app.routes if isinstance(r, APIRoute)]
     templates = [t for t in templates if t.startswith("/v1/") and "{" in t]
-    values = {"name": name, "face_id": face, "person_id": person, "key_id": "fsk_0"}
+    values = {
+        "name": name,
+        "face_id": face,
+        "person_id": person,
+        "key_id": "fsk_0",
+        "run_id": str(uuid.uuid4()),
+        "job_id": str(uuid.uuid4()),
+    }
     tried = 0
     for template in templates:
         params = [p.strip("{}") for p in template.split("/") if p.startswith("{")]

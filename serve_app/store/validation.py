@@ -15,7 +15,8 @@ import numpy as np
 from serve_app.errors import InvalidParameter
 
 # Rekognition's CollectionId pattern.
-_COLLECTION_NAME = re.compile(r"[a-zA-Z0-9_.\-]{1,255}")
+COLLECTION_NAME_PATTERN = r"[a-zA-Z0-9_.\-]{1,255}"
+_COLLECTION_NAME = re.compile(COLLECTION_NAME_PATTERN)
 _CURSOR = re.compile(r"v1:(\d{1,18})")
 # Rekognition's UserId and ClientRequestToken patterns.
 _PERSON_ID = re.compile(r"[a-zA-Z0-9_.\-:]{1,128}")

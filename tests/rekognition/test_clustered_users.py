@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from .conftest import SECRET
+
 
 def test_clustered_persons_are_rekognition_users(
     rekognition, endpoint: str, people_dir: Path
@@ -27,11 +29,14 @@ def test_clustered_persons_are_rekognition_users(
             MaxFaces=1,
         )
         faces[reply["FaceRecords"][0]["Face"]["FaceId"]] = person
-    started = httpx.post(f"{endpoint}/v1/collections/clustered/clusters", json={"mode": "full"})
+    auth = {"Authorization": f"Bearer {SECRET}"}  # the same key over REST
+    started = httpx.post(
+        f"{endpoint}/v1/collections/clustered/clusters", json={"mode": "full"}, headers=auth
+    )
     assert started.status_code == 202, started.text
     run = f"{endpoint}/v1/collections/clustered/clusters/{started.json()['run_id']}"
     for _ in range(600):
-        state = httpx.get(run).json()["state"]
+        state = httpx.get(run, headers=auth).json()["state"]
         if state != "running":
             break
         time.sleep(0.05)

@@ -33,6 +33,7 @@ from serve_app.service import params
 from serve_app.service.access import Principal
 from serve_app.service.jobs import JobService, job_options
 from serve_app.store.jobs import FINAL_STATES
+from serve_app.store.validation import COLLECTION_NAME_PATTERN
 
 router = APIRouter(tags=["jobs"])
 JOB = "/v1/jobs/{job_id}"
@@ -40,6 +41,10 @@ JOB = "/v1/jobs/{job_id}"
 SUBMIT = ReadBody(SubmitJobRequest)
 ARCHIVE_SUFFIXES = (".zip", ".tar")
 
+CollectionFilter = Annotated[
+    str | None,
+    Query(pattern=f"^{COLLECTION_NAME_PATTERN}$", description="Only this collection's jobs."),
+]
 PageLimit = Annotated[int, Query(ge=1, le=params.MAX_PAGE, description="Most items on this page.")]
 Cursor = Annotated[
     str | None, Query(description="`next_cursor` of the previous page; absent: the first.")
@@ -159,7 +164,7 @@ async def submit_job(name: str, request: Request, services: ServicesDep) -> JobO
 async def list_jobs(
     services: ServicesDep,
     caller: CallerDep,
-    collection: str | None = None,
+    collection: CollectionFilter = None,
     state: JobState | None = None,
     limit: PageLimit = params.DEFAULT_PAGE,
     cursor: Cursor = None,

@@ -29,6 +29,7 @@ async def collection_stats(name: str, services: ServicesDep) -> CollectionStatsO
     summary="The service's stats",
     description="Totals, per model pack, and per collection.",
     response_model=ServiceStatsOut,
+    responses=error_responses(),
     dependencies=[allow("read", scoped=False)],
 )
 async def service_stats(services: ServicesDep) -> ServiceStatsOut:
