@@ -229,8 +229,8 @@ class Settings(BaseSettings):
     # Tries per image (a hang or a crashed worker counts one) before it fails as `timeout`.
     job_max_attempts: int = 3
     # Index workers (Ray actors, one model pack each) scale with the queue depth: one per
-    # job_images_per_worker images waiting, within these bounds (measured on 2 cores: three
-    # workers indexed at 9 images/s where two reached 15).
+    # job_images_per_worker images waiting, within these bounds (two: one per core of the
+    # 2-core machine the album benchmark ran on).
     job_min_workers: int = 0
     job_max_workers: int = 2
     job_images_per_worker: int = 20
