@@ -14,7 +14,7 @@ from serve_app.config import Settings
 from serve_app.errors import FaceserveError, InvalidParameter
 from serve_app.service import thresholds
 from serve_app.vision.packs.base import ModelPack
-from serve_app.vision.packs.registry import PACKS, list_packs, pack_class
+from serve_app.vision.packs.registry import PACKS, list_packs, pack_class, ready_pack
 
 
 def _print_json(value: Any) -> None:
@@ -30,12 +30,7 @@ def _read(path: str) -> bytes:
 
 
 def _ready_pack(settings: Settings, name: str | None) -> ModelPack:
-    """Load a pack, preparing an offline one first if needed (a one-off, never per request)."""
-    cls = pack_class(name or settings.model_pack)
-    if not cls.is_prepared(settings.model_dir) and cls.offline:
-        print(f"preparing model pack {cls.name} in {settings.model_dir} (once)…", file=sys.stderr)
-        cls.prepare(settings.model_dir)
-    return cls(settings)
+    return ready_pack(settings, name, lambda message: print(message, file=sys.stderr))
 
 
 def cmd_detect(args: argparse.Namespace, settings: Settings) -> int:

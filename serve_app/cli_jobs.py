@@ -268,7 +268,6 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 def _index_local(args: argparse.Namespace, settings: Settings) -> int:
     """The whole job in this process: embedded PostgreSQL (unless a URL is set), one worker."""
     from serve_app.api.rest.models_jobs import ImageFailureOut, JobOut
-    from serve_app.cli import _ready_pack
     from serve_app.errors import NotFound
     from serve_app.service.album_indexing import AlbumIndexer, WorkerLoop
     from serve_app.service.album_sources import parse_source
@@ -278,6 +277,7 @@ def _index_local(args: argparse.Namespace, settings: Settings) -> int:
     from serve_app.store.embedded import EmbeddedPostgres
     from serve_app.store.jobs import JobStore
     from serve_app.store.store import Store
+    from serve_app.vision.packs.registry import ready_pack
 
     source, archive = _source_and_archive(args.source)
     if source and source.startswith("file://"):  # a folder given here may be read here
@@ -290,7 +290,7 @@ def _index_local(args: argparse.Namespace, settings: Settings) -> int:
     if not url:
         server = EmbeddedPostgres(settings.data_dir / "postgres")
         url = server.start()
-    pack = _ready_pack(settings, None)
+    pack = ready_pack(settings, None, lambda message: print(message, file=sys.stderr))
     store = Store.open(url)
     try:
         jobs = JobStore(store)

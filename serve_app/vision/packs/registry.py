@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from serve_app.config import Settings
 from serve_app.errors import InvalidParameter
 from serve_app.vision.packs.base import ModelPack, PackInfo
@@ -26,6 +28,19 @@ def load_pack(settings: Settings, name: str | None = None) -> ModelPack:
     return pack_class(name or settings.model_pack)(settings)
 
 
+def ready_pack(
+    settings: Settings, name: str | None = None, on_prepare: Callable[[str], None] | None = None
+) -> ModelPack:
+    """Load a pack, preparing an offline one first if needed (a one-off, never per request);
+    `on_prepare` hears what is being prepared."""
+    cls = pack_class(name or settings.model_pack)
+    if not cls.is_prepared(settings.model_dir) and cls.offline:
+        if on_prepare is not None:
+            on_prepare(f"preparing model pack {cls.name} in {settings.model_dir} (once)…")
+        cls.prepare(settings.model_dir)
+    return cls(settings)
+
+
 def list_packs(settings: Settings) -> list[PackInfo]:
     return [cls.info(settings.model_dir) for cls in PACKS.values()]
 
@@ -37,5 +52,6 @@ __all__ = [
     "PackInfo",
     "list_packs",
     "load_pack",
+    "ready_pack",
     "pack_class",
 ]
