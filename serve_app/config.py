@@ -240,6 +240,11 @@ class Settings(BaseSettings):
     job_worker_nice: int = 10
     # Images a worker reads and embeds together.
     job_batch_size: int = 4
+    # Clustering a collection of at least this many faces plans in a Ray task of its own,
+    # niced, whose memory (about 17 GB at 1M faces) goes when it ends; smaller collections
+    # plan in the ingress's thread pool, saving the task's start.
+    cluster_ray_min_faces: int = 20_000
+    cluster_nice: int = 10
 
     @property
     def image_limits(self) -> ImageLimits:

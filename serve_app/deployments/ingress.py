@@ -27,6 +27,7 @@ class Ingress:
         database_url: str | None = None,
         jobs: DeploymentHandle | None = None,
     ) -> None:
+        from serve_app.deployments.clustering import RayPlanner
         from serve_app.service.access import AccessControl
         from serve_app.store.security import SecurityStore
 
@@ -50,6 +51,8 @@ class Ingress:
             store_images=settings.store_images,
             jobs=job_service,
             photo_key=settings.photo_key,  # a missing key stops the start, saying which
+            cluster_planner=RayPlanner(settings.cluster_nice),
+            cluster_planner_min_faces=settings.cluster_ray_min_faces,
         )
         self.settings = settings
         # Keys, rate buckets and the audit log: straight to PostgreSQL (a hop to Search would

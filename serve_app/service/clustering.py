@@ -14,7 +14,9 @@ never joins it; two faces of one image never share a person. New persons get gen
 
 The grouping itself is `linkage.cluster_faces` (numpy, no storage); `plan` turns a snapshot
 into decisions and `run` reads, plans and writes. `start` runs it in the background, its
-state kept in the store (`cluster_runs`) so that a restart shows an interrupted run.
+state kept in the store (`cluster_runs`) so that a restart shows an interrupted run. Large
+collections plan elsewhere: a `Planner` (on Ray, a task of its own: `deployments/clustering`)
+takes the snapshot, so the ingress never holds the planning's memory or CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,9 @@ DEFAULT_MIN_FACES = 2  # LFW View 1: most identities have 2 photos; Immich uses 
 MAX_MIN_FACES = 100
 MODES = ("incremental", "full")
 HEARTBEAT_S = 10.0
+
+# plan(snapshot, mode, cosine, min_faces), somewhere else (a Ray task).
+Planner = Callable[[ClusterSnapshot, str, float, int], Awaitable[ClusterPlan]]
 
 
 def plan(
@@ -101,9 +107,18 @@ def plan(
 class ClusterService:
     """Clustering runs over the collections of one `CollectionContext`."""
 
-    def __init__(self, context: CollectionContext) -> None:
+    def __init__(
+        self,
+        context: CollectionContext,
+        planner: Planner | None = None,
+        planner_min_faces: int = 0,
+    ) -> None:
+        """`planner`: where collections of `planner_min_faces` faces or more are planned
+        (None: always here, in a thread)."""
         self.context = context
         self._storage = context.storage
+        self._planner = planner
+        self._planner_min_faces = planner_min_faces
         self._tasks: set[asyncio.Task[None]] = set()
 
     def parameters(
@@ -127,9 +142,14 @@ class ClusterService:
         _, pipeline = await self.context.collection(collection)
         snapshot = await self._storage.cluster_snapshot(collection)
         cosine = min_cosine(pipeline, threshold)
-        decided = await asyncio.to_thread(plan, snapshot, mode, cosine, min_faces)
+        elsewhere = self._planner is not None and len(snapshot.face_ids) >= self._planner_min_faces
+        if elsewhere:
+            decided = await self._planner(snapshot, mode, cosine, min_faces)
+        else:
+            decided = await asyncio.to_thread(plan, snapshot, mode, cosine, min_faces)
         outcome = await self._storage.apply_clustering(collection, decided)
         return {
+            "planned_on": "ray" if elsewhere else "ingress",
             "faces": len(snapshot.face_ids),
             "assigned": outcome.assigned,
             "released": outcome.released,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serve_app.service.clustering import ClusterService
+from serve_app.service.clustering import ClusterService, Planner
 from serve_app.service.context import CollectionContext
 from serve_app.service.erasure import ErasureService
 from serve_app.service.faces import FaceService
@@ -39,9 +39,12 @@ class Services:
         store_images: bool = False,
         photo_key: bytes | None = None,
         jobs: JobService | None = None,
+        cluster_planner: Planner | None = None,
+        cluster_planner_min_faces: int = 0,
     ) -> Services:
         """`photo_key`: stored photos are sealed with it (AES-GCM); required with
-        `store_images`. `jobs`: album jobs, where the service runs them."""
+        `store_images`. `jobs`: album jobs, where the service runs them. `cluster_planner`:
+        where clustering of collections of `cluster_planner_min_faces` or more is planned."""
         cipher = None if photo_key is None else PhotoCipher(photo_key)
         context = CollectionContext(storage, pipelines, default_pack, store_images, cipher)
         return cls(
@@ -49,7 +52,7 @@ class Services:
             FaceService(context),
             PersonService(context),
             ErasureService(context),
-            ClusterService(context),
+            ClusterService(context, cluster_planner, cluster_planner_min_faces),
             PeopleService(context),
             IdentifyService(context),
             jobs,

@@ -67,6 +67,7 @@ class LocalService:
             database_url=self.postgres.start(),
             port=self.port,
             admin_key=E2E_ADMIN_KEY,  # auth on, as deployed
+            cluster_ray_min_faces=0,  # every clustering run plans in its Ray task
         )
         start_local(settings, SERVE_CONFIG, num_cpus=2)
 
@@ -192,3 +193,41 @@ def test_bad_images_get_their_4xx(client: httpx.Client, t1_bytes: bytes) -> None
         assert r.status_code == status, (name, r.text)
     r = client.post("/v1/collections/nope/search", files={"image": ("t1.jpg", t1_bytes)})
     assert r.status_code == 404
+
+
+def test_clustering_plans_in_a_ray_task(client: httpx.Client, faces_dir: Path) -> None:
+    """Through Serve, a clustering run plans in a Ray task of its own (large collections'
+    memory and CPU stay out of the ingress) and groups real people without mixing them."""
+    import time
+
+    identities = {"person_01": "deepface/person_01", "person_02": "deepface/person_03"}
+    assert client.post("/v1/collections", json={"name": "grouped"}).status_code == 201
+    truth: dict[str, str] = {}
+    for identity, rel in identities.items():
+        for path in sorted((faces_dir / "people" / rel).glob("img[0-9].jpg"))[:4]:
+            r = client.post(
+                "/v1/collections/grouped/faces",
+                files={"image": (path.name, path.read_bytes())},
+                data={"max_faces": "1"},
+            )
+            assert r.status_code == 200, r.text
+            truth.update({f["face_id"]: identity for f in r.json()["indexed"]})
+    assert len(truth) >= 6
+    r = client.post("/v1/collections/grouped/clusters", json={"mode": "full"})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    deadline = time.monotonic() + 120
+    while (run := client.get(f"/v1/collections/grouped/clusters/{run_id}").json())[
+        "state"
+    ] == "running":
+        assert time.monotonic() < deadline, run
+        time.sleep(0.5)
+    assert run["state"] == "succeeded", run
+    assert run["result"]["planned_on"] == "ray"
+    assert run["result"]["persons_created"] == len(identities)
+    members: dict[str, set[str]] = {}
+    for face in client.get("/v1/collections/grouped/faces", params={"limit": 100}).json()["faces"]:
+        if face["person_id"]:
+            members.setdefault(face["person_id"], set()).add(truth[face["face_id"]])
+    assert len(members) == len(identities)
+    assert all(len(ids) == 1 for ids in members.values()), members
